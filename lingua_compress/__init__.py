@@ -1,0 +1,40 @@
+"""lingua_compress: make LLM prompts cheaper by dropping what a small local LM finds predictable.
+
+This is the public API; everything else is internal. Nothing is loaded at import time.
+"""
+
+from .api import Compressor, compress
+from .config import CompressionConfig
+from .errors import (
+    BatchParseError,
+    BudgetWarning,
+    ConfigError,
+    InvalidPromptError,
+    LinguaCompressError,
+    ModelLoadError,
+)
+from .result import CompressionResult, PartStats, Timings
+from .scoring import CausalLMScorer, Scorer, ScoringSession
+from .segment import Prompt
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchParseError",
+    "BudgetWarning",
+    "CausalLMScorer",
+    "CompressionConfig",
+    "CompressionResult",
+    "Compressor",
+    "ConfigError",
+    "InvalidPromptError",
+    "LinguaCompressError",
+    "ModelLoadError",
+    "PartStats",
+    "Prompt",
+    "Scorer",
+    "ScoringSession",
+    "Timings",
+    "__version__",
+    "compress",
+]

@@ -1,0 +1,73 @@
+"""Typed results: numbers stay numbers; formatting is the caller's business."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PartStats:
+    """Token counts of one kind of prompt part (instruction, context or question)."""
+
+    kind: str
+    original_tokens: int
+    compressed_tokens: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall seconds of one compression, model loading excluded."""
+
+    total_s: float
+    scoring_s: float
+    scored_tokens: int  # tokens forwarded through the scoring model
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """What ``compress`` returns. ``str(result)`` is the compressed text."""
+
+    text: str
+    original: str
+    original_tokens: int
+    compressed_tokens: int
+    target_tokens: int
+    kept_spans: tuple[tuple[int, int], ...]  # character spans of ``original`` that were kept, in order
+    parts: tuple[PartStats, ...]
+    tokenizer: str  # the tokenizer the counts are in
+    timings: Timings
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def kept_ratio(self) -> float:
+        """Kept tokens / original tokens (1.0 for an empty prompt)."""
+        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+
+    @property
+    def compression(self) -> float:
+        """Original tokens / kept tokens, e.g. 10.0 for 10x (inf if nothing was kept)."""
+        if self.compressed_tokens == 0:
+            return 1.0 if self.original_tokens == 0 else math.inf
+        return self.original_tokens / self.compressed_tokens
+
+    @property
+    def saved_tokens(self) -> int:
+        return self.original_tokens - self.compressed_tokens
+
+    def cost_saved(self, price_per_million_tokens: float) -> float:
+        """Dollars saved on input tokens at the price you pass (no built-in price list)."""
+        return self.saved_tokens * price_per_million_tokens / 1e6
+
+    def to_dict(self, include_original: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict with the derived ratios included."""
+        data = asdict(self)
+        if not include_original:
+            data.pop("original")
+        data["kept_spans"] = [list(span) for span in self.kept_spans]
+        data["kept_ratio"] = self.kept_ratio
+        data["compression"] = self.compression if math.isfinite(self.compression) else None
+        return data

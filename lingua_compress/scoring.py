@@ -1,0 +1,237 @@
+"""Scoring: per-token negative log-likelihood (surprisal, in nats) from a small causal LM.
+
+Never materialises ``[tokens, vocab]`` logits: with Gemma's 262k vocabulary that is 2.6 GB per copy for a 2.5k-token
+prompt. NLL is computed from the final hidden states with a chunked output head and a logsumexp. In the default
+``vocab="restricted"`` mode the softmax runs over a fixed set of 32k frequent ids plus the ids of the text being
+scored (so the target is always inside), which agrees with the full softmax at Pearson 0.999 on measured text and is
+2-3x faster on a CPU; ``vocab="full"`` is the exact mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .errors import ConfigError
+from .models import LoadedModel, load_model
+
+VOCAB_MODES = ("restricted", "full")
+# How a window is conditioned on the kept prefix. "reuse": the kept tokens keep the key/value states computed
+# when their own window was scored (each token is forwarded once). "recompute": the kept tokens are re-encoded
+# as the compressed text (exact, forwards the kept tokens a second time).
+CONDITIONING_MODES = ("reuse", "recompute")
+RESTRICTED_SIZE = 32768
+_HEAD_CHUNK_ELEMENTS = 8 * 1024 * 1024  # rows x vocab per head chunk: small enough to stay in cache, 32 MB fp32
+_ONE_SHOT_CHUNK = 512  # a one-shot pass goes through the session in chunks: sliding-window layers stay small
+
+
+@runtime_checkable
+class ScoringSession(Protocol):
+    """Scores a prompt window by window, each window conditioned on what was kept of the windows before it."""
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        """NLL of each of ``ids`` given the kept prefix and the ids before it in this window."""
+
+    def keep(self, mask: Sequence[bool]) -> None:
+        """Which ids of the window just scored join the prefix that later windows are conditioned on."""
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What the compressor needs from a language model. Implement it to plug in another backend."""
+
+    name: str
+
+    def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and their ``[n, 2]`` character offsets in ``text``, without special tokens."""
+
+    def token_nll(self, ids: Sequence[int]) -> np.ndarray:
+        """NLL of every token given all tokens before it (the first one given the start of text)."""
+
+    def session(self, conditioning: str = "reuse") -> ScoringSession:
+        """A fresh conditional scoring session with an empty prefix (see :data:`CONDITIONING_MODES`)."""
+
+
+class CausalLMScorer:
+    """A :class:`Scorer` backed by a transformers causal LM (the embedded Gemma 3 270M by default)."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        vocab: str = "restricted",
+        loaded: LoadedModel | None = None,
+    ) -> None:
+        if vocab not in VOCAB_MODES:
+            raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
+        import torch
+
+        self._torch = torch
+        self.loaded = loaded if loaded is not None else load_model(model, device=device, dtype=dtype)
+        self.name = self.loaded.name
+        self.tokenizer = self.loaded.tokenizer
+        lm = self.loaded.model
+        self._body = lm.base_model
+        self._head = lm.get_output_embeddings().weight.detach()
+        self._softcap = getattr(lm.config, "final_logit_softcapping", None)
+        bos = self.tokenizer.bos_token_id
+        self._bos = int(bos if bos is not None else self.tokenizer.eos_token_id)
+        self.max_length = int(getattr(lm.config, "max_position_embeddings", 2048) or 2048)
+        vocab_size = self._head.shape[0]
+        self.vocab = "full" if vocab_size <= 2 * RESTRICTED_SIZE else vocab
+        self._in_base = torch.zeros(vocab_size, dtype=torch.bool, device=self._head.device)
+        if self.vocab == "restricted":
+            # Low ids are the frequent ones in BPE/SentencePiece vocabularies (measured: Pearson 0.999 vs full).
+            self._in_base[:RESTRICTED_SIZE] = True
+            self._base_head = self._head[:RESTRICTED_SIZE]
+
+    def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        return ids, offsets
+
+    def nll_from_hidden(self, hidden: Any, targets: Any) -> np.ndarray:
+        """NLL of ``targets[i]`` from ``hidden[i]`` (the state just before it), without full-vocab logits."""
+        torch = self._torch
+        if len(targets) == 0:
+            return np.zeros(0, dtype=np.float32)
+        hidden = hidden.to(self._head.dtype)
+        target_logit = (hidden * self._head[targets]).sum(-1).float()
+        if self.vocab == "restricted":
+            extra = torch.unique(targets[~self._in_base[targets]])
+            heads = [self._base_head, self._head[extra]] if len(extra) else [self._base_head]
+        else:
+            heads = [self._head]
+        width = sum(h.shape[0] for h in heads)
+        rows = max(1, _HEAD_CHUNK_ELEMENTS // width)
+        lse = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+        for r0 in range(0, len(targets), rows):
+            h = hidden[r0 : r0 + rows]
+            logits = torch.cat([(h @ w.T).float() for w in heads], dim=-1)
+            if self._softcap:
+                logits = torch.tanh(logits / self._softcap) * self._softcap
+            lse[r0 : r0 + rows] = torch.logsumexp(logits, dim=-1)
+        if self._softcap:
+            target_logit = torch.tanh(target_logit / self._softcap) * self._softcap
+        return (lse - target_logit).cpu().numpy().astype(np.float32)
+
+    def forward(self, ids: Sequence[int], cache: Any, position_ids: Any = None) -> Any:
+        """Final hidden states of ``ids`` appended to ``cache`` (which grows by ``len(ids)``)."""
+        torch = self._torch
+        x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self._head.device)[None]
+        with torch.inference_mode():
+            out = self._body(input_ids=x, past_key_values=cache, use_cache=True, position_ids=position_ids)
+        return out.last_hidden_state[0]
+
+    def token_nll(self, ids: Sequence[int]) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        session = self.session()
+        parts = []
+        for i in range(0, len(ids), _ONE_SHOT_CHUNK):
+            parts.append(session.score(ids[i : i + _ONE_SHOT_CHUNK]))
+            session.keep(np.ones(len(parts[-1]), dtype=bool))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def session(self, conditioning: str = "reuse") -> "CausalLMSession":
+        return CausalLMSession(self, conditioning)
+
+
+class CausalLMSession:
+    """Window-by-window scoring over a KV cache that holds only the kept prefix.
+
+    Sliding-window layers record their past so a window can be rolled back. In "reuse" mode the kept tokens'
+    cached states are gathered out of the window and positions follow the original text (dropped tokens leave
+    gaps); in "recompute" mode the window is cropped off and its kept tokens are forwarded again, in front of the
+    next window, at contiguous positions.
+    """
+
+    def __init__(self, scorer: CausalLMScorer, conditioning: str = "reuse") -> None:
+        if conditioning not in CONDITIONING_MODES:
+            raise ConfigError(f"conditioning={conditioning!r} is not supported; use one of {CONDITIONING_MODES}")
+        self._scorer = scorer
+        self._torch = scorer._torch
+        self._reuse = conditioning == "reuse"
+        self._config = scorer.loaded.model.config
+        self._reset([])
+
+    def _reset(self, tail: list[int]) -> None:
+        from transformers import DynamicCache
+
+        self._cache = DynamicCache(config=self._config)
+        for layer in self._cache.layers:
+            if hasattr(layer, "activate_past_recording"):
+                layer.activate_past_recording()
+        self._kept: list[int] = []  # ids in the cache, for a rebuild past the model's context
+        self._pending = [self._scorer._bos] + tail  # kept ids not in the cache yet
+        self._next_pos = 0
+        self._last_hidden: Any = None
+        self._window: tuple[list[int], Any] | None = None
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        torch = self._torch
+        ids = [int(i) for i in ids]
+        if not ids:
+            return np.zeros(0, dtype=np.float32)
+        if self._window is not None:
+            raise RuntimeError("keep() must be called after each score()")
+        if self._next_pos + len(self._pending) + len(ids) > self._scorer.max_length:
+            # Past the model's context: restart from the most recent half of the kept prefix.
+            half = max(0, min(self._scorer.max_length // 2, self._scorer.max_length - len(ids) - 2))
+            self._reset(((self._kept + self._pending[1:]) if self._kept else self._pending[1:])[-half:] if half else [])
+        inputs = self._pending + ids
+        pos = torch.arange(self._next_pos, self._next_pos + len(inputs), device=self._scorer._head.device)
+        hidden = self._scorer.forward(inputs, cache=self._cache, position_ids=pos[None])
+        p = len(self._pending)
+        if p:
+            before = hidden[p - 1 : p - 1 + len(ids)]
+        else:
+            before = torch.cat([self._last_hidden[None], hidden[: len(ids) - 1]])
+        self._window = (ids, hidden)
+        targets = torch.as_tensor(ids, device=hidden.device)
+        return self._scorer.nll_from_hidden(before, targets)
+
+    def keep(self, mask: Sequence[bool]) -> None:
+        if self._window is None:
+            raise RuntimeError("keep() needs a score() call first")
+        ids, hidden = self._window
+        self._window = None
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(ids),):
+            raise ValueError(f"keep() mask has shape {mask.shape}, the window has {len(ids)} ids")
+        p = len(self._pending)
+        kept_ids = [i for i, k in zip(ids, mask) if k]
+        self._kept += self._pending
+        if self._reuse:
+            idx = np.concatenate([np.arange(p), p + np.flatnonzero(mask)])
+            _keep_cached(self._cache, p + len(ids), self._torch.as_tensor(idx))
+            self._kept += kept_ids
+            self._next_pos += p + len(ids)
+            self._pending = []
+            if len(idx):
+                self._last_hidden = hidden[int(idx[-1])]
+        else:
+            self._cache.crop(-len(ids))
+            self._next_pos += p
+            if p:
+                self._last_hidden = hidden[p - 1]
+            self._pending = kept_ids
+
+
+def _keep_cached(cache: Any, n_new: int, keep_idx: Any) -> None:
+    """Keep only ``keep_idx`` (indices into the last ``n_new`` cached positions) in every layer of ``cache``."""
+    torch = __import__("torch")
+    n_drop = n_new - len(keep_idx)
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
+            continue
+        for name in ("keys", "values"):
+            t = getattr(layer, name)
+            setattr(layer, name, torch.cat([t[..., : t.shape[-2] - n_new, :], t[..., -n_new:, :][..., keep_idx, :]], -2))
+        if getattr(layer, "is_sliding", False):
+            layer.cumulative_length -= n_drop
+            window = layer.sliding_window - 1
+            layer.keys, layer.values = layer.keys[..., -window:, :], layer.values[..., -window:, :]
