@@ -47,14 +47,19 @@ def _greedy(costs: np.ndarray, scores: np.ndarray, budget: float) -> np.ndarray:
 def select_contexts(
     seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, budget: float
 ) -> np.ndarray:
-    """Unit mask of the context parts kept whole, chosen by mean surprisal (high perplexity = informative)."""
+    """Unit mask of the context parts kept whole, chosen by mean surprisal (high perplexity = informative).
+
+    Parts holding a user ``keep=`` match are always kept.
+    """
     ctx_parts = [i for i, p in enumerate(seg.parts) if p.kind == "context"]
     alive = np.ones(seg.n_units, dtype=bool)
     if len(ctx_parts) < 2:
         return alive
     part_cost = np.bincount(seg.unit_part, costs, minlength=len(seg.parts))[ctx_parts]
     part_score = _mean_by(seg.unit_part, unit_scores, costs, len(seg.parts))[ctx_parts]
-    keep = _greedy(part_cost, part_score, budget)
+    forced = np.bincount(seg.unit_part, seg.forced, minlength=len(seg.parts))[ctx_parts] > 0
+    keep = _greedy(part_cost, np.where(forced, np.inf, part_score), budget)
+    keep |= forced
     if not keep.any() and budget > 0:
         keep[int(np.argmax(part_score))] = True
     for kept, part in zip(keep, ctx_parts):
@@ -81,7 +86,8 @@ def filter_sentences(
     last_of_part = np.zeros(n_sent, dtype=bool)
     for part in np.unique(seg.unit_part[live]):
         last_of_part[seg.unit_sentence[live & (seg.unit_part == part)].max()] = True
-    candidates = np.flatnonzero((sent_cost > 0) & ~last_of_part)
+    has_forced = np.bincount(seg.unit_sentence[live], seg.forced[live], minlength=n_sent) > 0
+    candidates = np.flatnonzero((sent_cost > 0) & ~last_of_part & ~has_forced)
     out = alive.copy()
     for s in candidates[np.argsort(sent_score[candidates], kind="stable")]:
         if over <= 0:

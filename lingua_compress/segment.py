@@ -20,7 +20,9 @@ PART_SEPARATOR = "\n\n"
 
 _CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
 _URL = r"(?:https?://|www\.)[^\s<>\"'`]+[^\s<>\"'`.,;:!?)\]}]"
-_UNIT_RE = re.compile(rf"{_URL}|{_CJK}|(?:(?!{_CJK})\w)+(?:[.,:/'’-](?:(?!{_CJK})\w)+)*|[^\w\s]+")
+# A currency sign or percent glued to a number belongs to it: "$40" must not come out as "40".
+_NUMBER = r"[$€£¥]\d+(?:[.,:/]\d+)*%?|\d+(?:[.,:/]\d+)*%"
+_UNIT_RE = re.compile(rf"{_URL}|{_NUMBER}|{_CJK}|(?:(?!{_CJK})\w)+(?:[.,:/'’-](?:(?!{_CJK})\w)+)*|[^\w\s]+")
 _URL_RE = re.compile(_URL)
 _BLOCK_SPLIT_RE = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends at . ! ? (and CJK stops) followed by whitespace, or at a line break.
@@ -75,7 +77,8 @@ class Segmented:
     unit_end: np.ndarray
     unit_part: np.ndarray
     unit_sentence: np.ndarray
-    protected: np.ndarray  # bool
+    protected: np.ndarray  # bool: never dropped by the token pass
+    forced: np.ndarray  # bool: a user keep= match; its sentence and part are never dropped either
 
     @property
     def n_units(self) -> int:
@@ -160,7 +163,8 @@ def segment(
     """Split a prompt into parts, sentences and units, marking protected units.
 
     Protected units are never dropped by the token pass: by default anything with a digit (numbers, amounts,
-    dates, ids), identifiers (snake_case, camelCase) and URLs, plus every unit overlapping a ``keep`` match.
+    dates, ids), identifiers (snake_case, camelCase) and URLs. Units overlapping a ``keep`` match are forced:
+    the coarse stage keeps their sentence and part too, so they always survive.
     """
     text, parts = build_parts(prompt)
     sentences = _sentences(text, parts)
@@ -178,11 +182,11 @@ def segment(
             protected.append(protect_defaults and bool(_IDENTIFIER_RE.search(word) or _URL_RE.fullmatch(word)))
     unit_start = np.array(starts, dtype=np.int64)
     unit_end = np.array(ends, dtype=np.int64)
-    prot = np.array(protected, dtype=bool)
+    forced = np.zeros(len(starts), dtype=bool)
     for pattern in keep:
         for m in pattern.finditer(text):
             if m.end() > m.start():
-                prot |= (unit_start < m.end()) & (unit_end > m.start())
+                forced |= (unit_start < m.end()) & (unit_end > m.start())
     return Segmented(
         text=text,
         parts=parts,
@@ -191,5 +195,6 @@ def segment(
         unit_end=unit_end,
         unit_part=np.array(part_idx, dtype=np.int64),
         unit_sentence=np.array(sent_idx, dtype=np.int64),
-        protected=prot,
+        protected=np.array(protected, dtype=bool) | forced,
+        forced=forced,
     )

@@ -1,0 +1,124 @@
+"""Command line: ``lingua-compress [FILE] --ratio 0.2`` reads stdin by default and writes the compressed text.
+
+Subcommands ``batch`` and ``corpus`` have their own options (``lingua-compress batch --help``).
+Exit codes: 0 ok, 1 compression or model error, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Sequence, TextIO
+
+from .errors import LinguaCompressError
+
+SUBCOMMANDS = {"batch": "lingua_compress.batch.cli", "corpus": "lingua_compress.corpus"}
+_DROP_ON, _DROP_OFF = "\x1b[9;2;31m", "\x1b[0m"  # strikethrough, dim, red
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lingua-compress",
+        description="Compress a prompt with a small local LM. Subcommands: batch, corpus (see '<cmd> --help').",
+    )
+    p.add_argument("file", nargs="?", default="-", help="prompt file (default: stdin)")
+    p.add_argument("-i", "--input", dest="input", help="same as FILE")
+    p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--ratio", type=float, help="kept/original tokens in (0, 1] (default 0.5)")
+    budget.add_argument("--target-tokens", type=int, help="absolute token budget instead of --ratio")
+    p.add_argument("--keep", action="append", default=[], metavar="REGEX", help="never cut matches (repeatable)")
+    p.add_argument("--model", default=None, help="HF causal LM id or local path (default: embedded Gemma 3 270M)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
+    p.add_argument("--target-tokenizer", default=None, help="count tokens with this HF tokenizer (id or path)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the full result as JSON")
+    out.add_argument("--show", action="store_true", help="print the prompt with dropped text marked")
+    return p
+
+
+def render_show(original: str, spans: Sequence[tuple[int, int]], colour: bool) -> str:
+    """The original with dropped stretches struck through (terminal) or wrapped in [- -] (elsewhere)."""
+    out, pos = [], 0
+    for s, e in list(spans) + [(len(original), len(original))]:
+        dropped = original[pos:s]
+        if dropped.strip():
+            out.append(f"{_DROP_ON}{dropped}{_DROP_OFF}" if colour else f"[-{dropped}-]")
+        else:
+            out.append(dropped)
+        out.append(original[s:e])
+        pos = e
+    return "".join(out)
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _write(path: str, text: str) -> None:
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _target_tokenizer(name: str | None):
+    if name is None:
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name)
+
+
+def _compress(args: argparse.Namespace, stream: TextIO) -> int:
+    from .api import Compressor
+
+    text = _read(args.input or args.file)
+    compressor = Compressor(args.model, device=args.device)
+    ratio = args.ratio if args.target_tokens is None and args.ratio is not None else None
+    if ratio is None and args.target_tokens is None:
+        ratio = 0.5
+    result = compressor.compress(
+        text, ratio, target_tokens=args.target_tokens, keep=args.keep,
+        target_tokenizer=_target_tokenizer(args.target_tokenizer),
+    )
+    if args.json:
+        _write(args.output, json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+    elif args.show:
+        colour = args.output == "-" and sys.stdout.isatty()
+        _write(args.output, render_show(result.original, result.kept_spans, colour) + "\n")
+    else:
+        _write(args.output, result.text + ("" if result.text.endswith("\n") else "\n"))
+    summary = {k: v for k, v in result.to_dict().items() if k in ("original_tokens", "compressed_tokens", "kept_ratio")}
+    print(json.dumps(summary), file=stream)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(SUBCOMMANDS[argv[0]])
+        except ImportError as exc:
+            print(f"lingua-compress {argv[0]}: not available ({exc})", file=sys.stderr)
+            return 2
+        return int(module.main(argv[1:]))
+    args = build_parser().parse_args(argv)
+    try:
+        return _compress(args, sys.stderr)
+    except LinguaCompressError as exc:
+        print(f"lingua-compress: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    except OSError as exc:
+        print(f"lingua-compress: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

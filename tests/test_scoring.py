@@ -1,0 +1,153 @@
+"""The scorer on the tiny model: NLL without full-vocab logits, cache bookkeeping, long inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from lingua_compress import ConfigError, ModelLoadError
+from lingua_compress.models import LoadedModel, cache_dir, load_model
+from lingua_compress.scoring import CausalLMScorer
+from tiny import save_tiny_model, tiny_model, tiny_tokenizer
+
+TEXT = " ".join(["Natalia sold 48 clips in April and half as many in May, so 72 in all."] * 12)
+
+
+def reference_nll(model, ids, bos):
+    x = torch.tensor([[bos] + list(ids)])
+    with torch.no_grad():
+        logits = model(x).logits[0, :-1].float()
+    return (torch.logsumexp(logits, -1) - logits.gather(1, x[0, 1:, None])[:, 0]).numpy()
+
+
+def make(vocab="full", **kw):
+    loaded = LoadedModel(tiny_model(**kw), tiny_tokenizer(), "tiny", "cpu", False)
+    return CausalLMScorer(loaded=loaded, vocab=vocab)
+
+
+def test_token_nll_matches_full_logits_reference():
+    s = make()
+    ids, _ = s.tokenize(TEXT)
+    ref = reference_nll(s.loaded.model, ids, s._bos)
+    np.testing.assert_allclose(s.token_nll(ids), ref, atol=2e-4)
+
+
+@pytest.mark.parametrize("mode", ["reuse", "recompute"])
+def test_windowed_session_keeping_everything_equals_one_pass(mode):
+    s = make()
+    ids, _ = s.tokenize(TEXT)
+    session = s.session(mode)
+    parts = []
+    for i in range(0, len(ids), 37):  # crosses the 16-token sliding window many times
+        parts.append(session.score(ids[i : i + 37]))
+        session.keep(np.ones(len(parts[-1]), dtype=bool))
+    np.testing.assert_allclose(np.concatenate(parts), reference_nll(s.loaded.model, ids, s._bos), atol=2e-4)
+
+
+def test_recompute_conditions_on_exactly_the_kept_tokens():
+    s = make()
+    ids, _ = s.tokenize(TEXT)
+    a, b = ids[:40], ids[40:80]
+    mask = np.arange(40) % 3 != 0
+    session = s.session("recompute")
+    session.score(a)
+    session.keep(mask)
+    got = session.score(b)
+    kept = list(a[mask])
+    ref = reference_nll(s.loaded.model, kept + list(b), s._bos)[len(kept):]
+    np.testing.assert_allclose(got, ref, atol=2e-4)
+
+
+def test_reuse_drops_states_of_dropped_tokens():
+    s = make()
+    ids, _ = s.tokenize(TEXT)
+    a, b = ids[:40], ids[40:60]
+    full, none = s.session(), s.session()
+    full.score(a), none.score(a)
+    full.keep(np.ones(40, bool)), none.keep(np.zeros(40, bool))
+    for layer in none._cache.layers:
+        assert layer.keys.shape[-2] == 1  # only <bos> is left
+    assert not np.allclose(full.score(b), none.score(b))
+
+
+def test_restricted_vocab_tracks_full_and_is_an_upper_bound_on_logprob(monkeypatch):
+    import lingua_compress.scoring as sc
+
+    monkeypatch.setattr(sc, "RESTRICTED_SIZE", 64)  # tiny vocab: force the restricted path on 64 ids
+    s = make(vocab="restricted")
+    assert s.vocab == "restricted"
+    ids, _ = s.tokenize(TEXT)
+    restricted = s.token_nll(ids)
+    full = reference_nll(s.loaded.model, ids, s._bos)
+    assert np.all(restricted <= full + 1e-4)  # softmax over fewer ids: never more surprised
+    assert np.corrcoef(restricted, full)[0, 1] > 0.9
+
+
+def test_inputs_longer_than_the_model_context_are_scored_not_truncated():
+    s = make(max_positions=64)
+    ids, _ = s.tokenize(TEXT)
+    assert len(ids) > 3 * 64
+    nll = s.token_nll(ids)
+    assert nll.shape == (len(ids),) and np.isfinite(nll).all()
+    session = s.session()
+    for i in range(0, len(ids), 50):
+        out = session.score(ids[i : i + 50])
+        assert np.isfinite(out).all()
+        session.keep(np.ones(len(out), dtype=bool))
+
+
+def test_no_full_vocab_logits_are_materialised(monkeypatch):
+    s = make()
+    ids, _ = s.tokenize(TEXT)
+    seen = []
+    real_mm = torch.Tensor.__matmul__
+
+    def spy(a, b):
+        out = real_mm(a, b)
+        seen.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
+    monkeypatch.setattr(__import__("lingua_compress.scoring", fromlist=["x"]), "_HEAD_CHUNK_ELEMENTS", 400 * 32)
+    s.token_nll(ids)
+    vocab = s._head.shape[0]
+    assert all(not (shape[-1] == vocab and shape[0] > 32) for shape in seen)
+
+
+def test_bad_vocab_mode_and_session_misuse():
+    with pytest.raises(ConfigError, match="vocab='huge'"):
+        make(vocab="huge")
+    s = make()
+    session = s.session()
+    with pytest.raises(RuntimeError):
+        session.keep([True])
+    with pytest.raises(ConfigError):
+        s.session("telepathy")
+
+
+def test_loads_a_local_directory(tmp_path):
+    save_tiny_model(tmp_path / "m")
+    loaded = load_model(str(tmp_path / "m"), device="cpu", dtype="float32")
+    assert loaded.name == str(tmp_path / "m") and loaded.device == "cpu"
+
+
+def test_unknown_model_is_a_model_load_error_that_says_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="offline.*local directory"):
+        load_model("no-such-org/no-such-model", device="cpu")
+
+
+def test_bad_device_and_dtype_are_config_errors():
+    with pytest.raises(ConfigError, match="tpu"):
+        load_model(None, device="tpu")
+    from lingua_compress.models import resolve_dtype
+
+    with pytest.raises(ConfigError, match="int3"):
+        resolve_dtype("int3", "cpu")
+
+
+def test_cache_dir_respects_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("LINGUA_COMPRESS_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("LINGUA_COMPRESS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert cache_dir() == tmp_path / "x" / "lingua_compress"

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from lingua_compress import InvalidPromptError, Prompt
+from lingua_compress.render import render
+from lingua_compress.segment import build_parts, compile_keep, segment
+
+
+def words(seg):
+    return [seg.text[s:e] for s, e in zip(seg.unit_start, seg.unit_end)]
+
+
+def test_units_are_whole_words_numbers_urls_and_cjk():
+    seg = segment("See https://x.org/a?b=1, it's 1,000.50 well-known 東京 user_id.")
+    assert words(seg) == ["See", "https://x.org/a?b=1", ",", "it's", "1,000.50", "well-known", "東", "京", "user_id", "."]
+    prot = dict(zip(words(seg), seg.protected))
+    assert prot["https://x.org/a?b=1"] and prot["1,000.50"] and prot["user_id"]
+    assert not prot["well-known"] and not prot["See"]
+
+
+def test_plain_string_blocks_become_context_parts():
+    text, parts = build_parts("one\n\n  \ntwo\n\nthree")
+    assert [text[p.start : p.end] for p in parts] == ["one", "two", "three"]
+    assert {p.kind for p in parts} == {"context"}
+
+
+def test_structured_prompt_parts_and_separators():
+    text, parts = build_parts(Prompt(instruction="Do it.", demonstrations=["a", "", "b"], question="q?"))
+    assert text == "Do it.\n\na\n\nb\n\nq?"
+    assert [p.kind for p in parts] == ["instruction", "context", "context", "question"]
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"bytes", ["a"]])
+def test_non_string_prompt_is_a_typed_error(bad):
+    with pytest.raises(InvalidPromptError, match=type(bad).__name__):
+        segment(bad)
+
+
+def test_prompt_fields_are_validated():
+    with pytest.raises(InvalidPromptError, match=r"demonstrations\[1\]"):
+        Prompt(demonstrations=["ok", 5])
+    with pytest.raises(InvalidPromptError, match="single str"):
+        Prompt(demonstrations="abc")
+
+
+def test_keep_strings_match_literally_and_as_regex():
+    pats = compile_keep(["Q[", r"\$\d+"])
+    seg = segment("Q[1]: pay $40 now", pats, protect_defaults=False)
+    kept = {w for w, p in zip(words(seg), seg.protected) if p}
+    assert kept == {"Q", "[", "$40"}
+
+
+def test_render_keeps_verbatim_gaps_and_line_structure():
+    text = "alpha  beta\ngamma delta\n\nepsilon"
+    seg = segment(text, protect_defaults=False)
+    keep = np.array([True, True, False, True, True])
+    out, spans = render(text, seg.unit_start, seg.unit_end, keep)
+    assert out == "alpha  beta\ndelta\n\nepsilon"
+    assert spans == ((0, 11), (18, 32))  # delta..epsilon are neighbours: one span, gap included
+
+
+def test_render_never_glues_words_across_a_dropped_hyphen_or_cjk_gap():
+    seg = segment("foo - bar", protect_defaults=False)
+    out, _ = render("foo - bar", seg.unit_start, seg.unit_end, np.array([True, False, True]))
+    assert out == "foo bar"
+    seg = segment("東京都", protect_defaults=False)
+    out, _ = render("東京都", seg.unit_start, seg.unit_end, np.array([True, False, True]))
+    assert out == "東都"
