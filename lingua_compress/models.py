@@ -189,7 +189,3 @@ def _not_found_message(path: str, exc: Exception) -> str:
         f"and its tokenizer (e.g. one written by save_pretrained), or leave model unset for the embedded "
         f"default ({DEFAULT_MODEL}). Underlying error: {exc}"
     )
-
-
-if __name__ == "__main__":  # python -m lingua_compress.models: convert the default scorer ahead of time
-    print(default_model_path())
