@@ -182,7 +182,10 @@ class _Run:
         picker = QuotaPicker(costs, seg.protected, first_ratio[kinds], alive, kinds)
         choose = picker.pick if cfg.iterative else (lambda lo, hi, s: np.ones(hi - lo, dtype=bool))
         t0 = time.perf_counter()
-        scores, keep = score_windows(self.scorer, ids, owner, cover, windows, choose, cfg.conditioning)
+        # Whitespace tokens and protected words are kept whatever they score: skip their output-head work.
+        blank = np.array([not seg.text[s:e].strip() for s, e in offsets.tolist()], dtype=bool)
+        need = ~blank & (owner >= 0) & ~seg.protected[np.maximum(owner, 0)]
+        scores, keep = score_windows(self.scorer, ids, owner, cover, windows, choose, cfg.conditioning, need)
         self.scoring_s = time.perf_counter() - t0
         self.scored_tokens = int((owner >= 0).sum())
         if coarse:

@@ -56,7 +56,7 @@ def select_contexts(
     if len(ctx_parts) < 2:
         return alive
     part_cost = np.bincount(seg.unit_part, costs, minlength=len(seg.parts))[ctx_parts]
-    part_score = _mean_by(seg.unit_part, unit_scores, costs, len(seg.parts))[ctx_parts]
+    part_score = _mean_by(seg.unit_part, unit_scores, _scored_weight(seg, costs), len(seg.parts))[ctx_parts]
     forced = np.bincount(seg.unit_part, seg.forced, minlength=len(seg.parts))[ctx_parts] > 0
     keep = _greedy(part_cost, np.where(forced, np.inf, part_score), budget)
     keep |= forced
@@ -82,7 +82,7 @@ def filter_sentences(
         return alive
     n_sent = len(seg.sentences)
     sent_cost = np.bincount(seg.unit_sentence[live], costs[live], minlength=n_sent)
-    sent_score = _mean_by(seg.unit_sentence[live], unit_scores[live], costs[live], n_sent)
+    sent_score = _mean_by(seg.unit_sentence[live], unit_scores[live], _scored_weight(seg, costs)[live], n_sent)
     last_of_part = np.zeros(n_sent, dtype=bool)
     for part in np.unique(seg.unit_part[live]):
         last_of_part[seg.unit_sentence[live & (seg.unit_part == part)].max()] = True
@@ -97,8 +97,13 @@ def filter_sentences(
     return out
 
 
+def _scored_weight(seg: Segmented, costs: np.ndarray) -> np.ndarray:
+    # Protected words are kept whatever they score (and are not scored): they must not drag a mean down.
+    return np.where(seg.protected, 0.0, costs)
+
+
 def _mean_by(groups: np.ndarray, values: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
-    w = np.maximum(weights, 1e-9)
+    w = weights
     total = np.bincount(groups, values * w, minlength=n)
     norm = np.bincount(groups, w, minlength=n)
     return np.divide(total, norm, out=np.zeros(n), where=norm > 0)

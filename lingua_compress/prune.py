@@ -76,13 +76,18 @@ class QuotaPicker:
 def unit_scores_from_tokens(
     nll: np.ndarray, owner: np.ndarray, lo: int, hi: int, cover: np.ndarray
 ) -> np.ndarray:
-    """Mean own-token NLL of units lo..hi; a unit that owns no token takes the NLL of the token covering it."""
-    counts = np.bincount(owner - lo, minlength=hi - lo)
-    sums = np.bincount(owner - lo, nll, minlength=hi - lo)
+    """Mean own-token NLL of units lo..hi, over the tokens that were scored (NaN = not scored).
+
+    A unit that owns no scored token takes the NLL of the token covering its first character, else 0.
+    """
+    valid = ~np.isnan(nll)
+    counts = np.bincount(owner[valid] - lo, minlength=hi - lo)
+    sums = np.bincount(owner[valid] - lo, nll[valid], minlength=hi - lo)
     out = np.divide(sums, counts, out=np.zeros(hi - lo), where=counts > 0)
-    empty = counts == 0
-    if empty.any():
-        out[empty] = nll[np.clip(cover[lo:hi][empty], 0, len(nll) - 1)]
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        fallback = nll[np.clip(cover[lo:hi][empty], 0, len(nll) - 1)]
+        out[empty] = np.nan_to_num(fallback, nan=0.0)
     return out
 
 
@@ -94,10 +99,12 @@ def score_windows(
     windows: list[tuple[int, int]],
     choose: Callable[[int, int, np.ndarray], np.ndarray],
     conditioning: str,
+    need: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every window given the units ``choose`` kept before it. Returns unit scores and the kept mask.
 
-    ``cover`` is, per unit, the index of the token whose span covers the unit's first character (global index).
+    ``cover`` is, per unit, the index of the token whose span covers the unit's first character (global index);
+    ``need`` marks the tokens whose score is used (not whitespace, not in a protected unit).
     """
     n_units = windows[-1][1] if windows else 0
     scores = np.zeros(n_units)
@@ -109,7 +116,7 @@ def score_windows(
         if t1 <= t0:
             keep[lo:hi] = choose(lo, hi, scores[lo:hi])
             continue
-        nll = session.score(ids[t0:t1])
+        nll = session.score(ids[t0:t1], need=need[t0:t1])
         scores[lo:hi] = unit_scores_from_tokens(nll, owner[t0:t1], lo, hi, cover - t0)
         keep[lo:hi] = choose(lo, hi, scores[lo:hi])
         session.keep(keep[owner[t0:t1]])

@@ -30,8 +30,12 @@ _ONE_SHOT_CHUNK = 512  # a one-shot pass goes through the session in chunks: sli
 class ScoringSession(Protocol):
     """Scores a prompt window by window, each window conditioned on what was kept of the windows before it."""
 
-    def score(self, ids: Sequence[int]) -> np.ndarray:
-        """NLL of each of ``ids`` given the kept prefix and the ids before it in this window."""
+    def score(self, ids: Sequence[int], need: Sequence[bool] | None = None) -> np.ndarray:
+        """NLL of each of ``ids`` given the kept prefix and the ids before it in this window.
+
+        Where ``need`` is given and False the value may be NaN: those scores are not wanted (e.g. tokens of
+        protected words), and skipping them saves the output-head work.
+        """
 
     def keep(self, mask: Sequence[bool]) -> None:
         """Which ids of the window just scored join the prefix that later windows are conditioned on."""
@@ -171,7 +175,7 @@ class CausalLMSession:
         self._last_hidden: Any = None
         self._window: tuple[list[int], Any] | None = None
 
-    def score(self, ids: Sequence[int]) -> np.ndarray:
+    def score(self, ids: Sequence[int], need: Sequence[bool] | None = None) -> np.ndarray:
         torch = self._torch
         ids = [int(i) for i in ids]
         if not ids:
@@ -181,7 +185,8 @@ class CausalLMSession:
         if self._next_pos + len(self._pending) + len(ids) > self._scorer.max_length:
             # Past the model's context: restart from the most recent half of the kept prefix.
             half = max(0, min(self._scorer.max_length // 2, self._scorer.max_length - len(ids) - 2))
-            self._reset(((self._kept + self._pending[1:]) if self._kept else self._pending[1:])[-half:] if half else [])
+            history = (self._kept + self._pending)[1:]  # without the leading <bos>
+            self._reset(history[-half:] if half else [])
         inputs = self._pending + ids
         pos = torch.arange(self._next_pos, self._next_pos + len(inputs), device=self._scorer._head.device)
         hidden = self._scorer.forward(inputs, cache=self._cache, position_ids=pos[None])
@@ -192,7 +197,13 @@ class CausalLMSession:
             before = torch.cat([self._last_hidden[None], hidden[: len(ids) - 1]])
         self._window = (ids, hidden)
         targets = torch.as_tensor(ids, device=hidden.device)
-        return self._scorer.nll_from_hidden(before, targets)
+        if need is None:
+            return self._scorer.nll_from_hidden(before, targets)
+        rows = np.flatnonzero(np.asarray(need, dtype=bool))
+        out = np.full(len(ids), np.nan, dtype=np.float32)
+        sel = torch.as_tensor(rows, device=hidden.device)
+        out[rows] = self._scorer.nll_from_hidden(before[sel], targets[sel])
+        return out
 
     def keep(self, mask: Sequence[bool]) -> None:
         if self._window is None:
