@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,8 @@ TEXT = st.lists(st.tuples(WORDS, SEPS), min_size=1, max_size=120).map(lambda xs:
 COMPRESSOR = Compressor(scorer=FakeScorer())
 TOKEN_ONLY = Compressor(scorer=FakeScorer(), config=CompressionConfig(coarse=False))
 NUMBER = re.compile(r"[$]?\d+(?:[.,:/]\d+)*%?")
+# Random prompts are sometimes all numbers: the BudgetWarning is expected there, and checked in test_compress.
+pytestmark = pytest.mark.filterwarnings("ignore::lingua_compress.BudgetWarning")
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
