@@ -57,3 +57,10 @@ def test_missing_model_exit_1(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, _, err = run(["--ratio", "0.5", "--model", str(tmp_path / "nope")], TEXT, monkeypatch)
     assert code == 1 and "ModelLoadError" in err
+
+
+def test_python_dash_m_entry_point():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "lingua_compress", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--ratio" in out.stdout and "batch" in out.stdout

@@ -59,3 +59,13 @@ def test_llmlingua_drop_in_keys(real_compressor):
                                           rate=0.3)
     json.dumps(out)
     assert 0.25 < out["rate"] < 0.35 and out["ratio"] > 2.5
+
+
+def test_module_level_compress_uses_the_shared_default(real_compressor, monkeypatch):
+    import lingua_compress
+    from lingua_compress import api
+
+    monkeypatch.setattr(api, "_default", real_compressor)  # the session's loaded model, not a second copy
+    res = lingua_compress.compress(DEMOS[1], ratio=0.5)
+    assert api.default_compressor() is real_compressor
+    assert "$12" in res.text and abs(res.compressed_tokens - res.target_tokens) <= 3
