@@ -17,7 +17,7 @@ from .errors import BudgetWarning, ConfigError, InvalidPromptError
 from .prune import QuotaPicker, fit_budget, plan_windows, score_windows
 from .render import render
 from .result import CompressionResult, PartStats, Timings
-from .scoring import CausalLMScorer, Scorer
+from .scoring import VOCAB_MODES, CausalLMScorer, Scorer
 from .segment import PART_KINDS, PART_SEPARATOR, Prompt, Segmented, compile_keep, segment
 
 KeepSpec = Iterable["str | re.Pattern[str]"]
@@ -43,6 +43,11 @@ class Compressor:
     ) -> None:
         if config is not None and not isinstance(config, CompressionConfig):
             raise ConfigError(f"config must be a CompressionConfig, got {type(config).__name__}")
+        # Checked now, not at the first compress(): loading is lazy, mistakes should not be.
+        if vocab not in VOCAB_MODES:
+            raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
+        if not isinstance(device, str) or device.split(":", 1)[0] not in ("auto", "cpu", "cuda", "mps"):
+            raise ConfigError(f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda[:N]' or 'mps'")
         if scorer is not None and not isinstance(scorer, Scorer):
             raise ConfigError(f"scorer must implement lingua_compress.Scorer, got {type(scorer).__name__}")
         self.config = config or CompressionConfig()

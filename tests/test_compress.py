@@ -207,3 +207,12 @@ def test_hf_target_tokenizer_counts_in_its_own_tokens(tiny):
     assert res.original_tokens == len(target(res.original, add_special_tokens=False)["input_ids"])
     assert res.compressed_tokens == len(target(res.text, add_special_tokens=False)["input_ids"])
     assert within_budget(res)
+
+
+def test_constructor_arguments_are_checked_before_any_model_loads():
+    with pytest.raises(ConfigError, match="vocab='tiny'"):
+        Compressor(vocab="tiny")
+    with pytest.raises(ConfigError, match="device='tpu'"):
+        Compressor(device="tpu")
+    with pytest.raises(ConfigError, match="scorer"):
+        Compressor(scorer=object())
