@@ -5,6 +5,7 @@ This is the public API; everything else is internal. Nothing is loaded at import
 
 from .api import Compressor, compress
 from .config import CompressionConfig
+from .corpus import CorpusSummary, compress_corpus
 from .errors import (
     BatchParseError,
     BudgetWarning,
@@ -27,6 +28,7 @@ __all__ = [
     "CompressionResult",
     "Compressor",
     "ConfigError",
+    "CorpusSummary",
     "InvalidPromptError",
     "LinguaCompressError",
     "ModelLoadError",
@@ -37,4 +39,5 @@ __all__ = [
     "Timings",
     "__version__",
     "compress",
+    "compress_corpus",
 ]
