@@ -4,6 +4,7 @@ This is the public API; everything else is internal. Nothing is loaded at import
 """
 
 from .api import Compressor, compress
+from .batch import BatchConfig, BatchFormat, CostReport, Prices, RunResult, Sample, run_batched
 from .config import CompressionConfig
 from .corpus import CorpusSummary, compress_corpus
 from .errors import (
@@ -21,6 +22,8 @@ from .segment import Prompt
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchConfig",
+    "BatchFormat",
     "BatchParseError",
     "BudgetWarning",
     "CausalLMScorer",
@@ -29,15 +32,20 @@ __all__ = [
     "Compressor",
     "ConfigError",
     "CorpusSummary",
+    "CostReport",
     "InvalidPromptError",
     "LinguaCompressError",
     "ModelLoadError",
     "PartStats",
+    "Prices",
     "Prompt",
+    "RunResult",
+    "Sample",
     "Scorer",
     "ScoringSession",
     "Timings",
     "__version__",
     "compress",
     "compress_corpus",
+    "run_batched",
 ]

@@ -1,0 +1,233 @@
+"""run_batched: group, build, call, parse by index, re-ask failures in smaller batches, and account for cost."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import ConfigError, LinguaCompressError
+from ..llm.base import Completion, rough_token_count
+from .cost import CostReport, Prices
+from .group import STRATEGIES, Embed, Group, make_groups
+from .pack import build_batch, build_prefix, prompt_text
+from .parse import parse_completion
+from .types import STATUSES, Batch, BatchFormat, ItemResult, Sample, SharedPrefix, check_samples
+
+RETRY_DEFAULT = tuple(s for s in STATUSES if s != "ok")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchConfig:
+    """How a batched run is shaped.
+
+    Attributes:
+        batch_size: questions per call.
+        group: "sequential", "random" (seeded), "similarity" (balanced partition by embeddings) or "knn"
+            (Auto-Demo retrieval: one call per item with its nearest neighbours before it).
+        ratio: compress the shared instruction + demonstrations to this share of their tokens, once.
+        demo_block_size: demonstrations per block in the prefix; default ``batch_size`` (Cheng et al.).
+        max_tokens_per_item: output budget per question; a call gets ``batch_size`` times this (twice in
+            Auto-Demo style, for the echo).
+        max_retries: rounds of re-asking items whose status is in ``retry_statuses``.
+        retry_batch_size: batch size of re-asks; default half the batch size (at least 1).
+        concurrency: calls in flight; default the client's ``max_concurrency``.
+    """
+
+    batch_size: int = 4
+    group: str = "sequential"
+    seed: int = 0
+    ratio: float | None = None
+    demo_block_size: int | None = None
+    max_tokens_per_item: int = 256
+    max_retries: int = 1
+    retry_batch_size: int | None = None
+    retry_statuses: tuple[str, ...] = RETRY_DEFAULT
+    temperature: float = 0.0
+    concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_tokens_per_item"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r} must be an int >= 1")
+        for name in ("demo_block_size", "retry_batch_size", "concurrency"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name}={value!r} must be None or an int >= 1")
+        if self.group not in STRATEGIES:
+            raise ConfigError(f"group={self.group!r} is not accepted; use one of {STRATEGIES}")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(f"max_retries={self.max_retries!r} must be an int >= 0")
+        bad = [s for s in self.retry_statuses if s not in STATUSES]
+        if bad:
+            raise ConfigError(f"retry_statuses has {bad}; accepted: {STATUSES}")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Per-id results (in sample order), the cost report and the prefix every call shared."""
+
+    items: Mapping[str, ItemResult]
+    cost: CostReport
+    prefix: SharedPrefix
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def answers(self) -> dict[str, str | None]:
+        """Final answers of the items that ended ``ok`` (others are absent)."""
+        return {i: r.final for i, r in self.items.items() if r.ok}
+
+    @property
+    def status_counts(self) -> dict[str, int]:
+        return dict(Counter(r.status for r in self.items.values()))
+
+
+@dataclass
+class _Tally:
+    calls: int = 0
+    retry_calls: int = 0
+    api_prompt: int = 0
+    api_completion: int = 0
+    with_usage: int = 0
+    counted_prompt: int = 0
+    counted_completion: int = 0
+
+
+class _Run:
+    def __init__(self, samples: tuple[Sample, ...], llm: Any, prefix: SharedPrefix, cfg: BatchConfig,
+                 count: Callable[[str], int], progress: Callable[[int], None] | None) -> None:
+        self.by_id = {s.id: s for s in samples}
+        self.llm, self.prefix, self.cfg, self.count = llm, prefix, cfg, count
+        self.progress = progress
+        self.tally = _Tally()
+        self.extra: list[str] = []
+        self.chat = bool(getattr(llm, "chat", False))
+
+    def batch(self, group: Group, index: int) -> Batch:
+        members = [self.by_id[i] for i in group.ids]
+        return build_batch(self.prefix, members, index=index, chat=self.chat,
+                           max_tokens_per_item=self.cfg.max_tokens_per_item, target_id=group.target_id)
+
+    def call(self, batch: Batch) -> list[ItemResult]:
+        members = [self.by_id[i] for i in batch.sample_ids]
+        try:
+            comp = self.llm.complete(batch.prompt, max_tokens=batch.max_tokens, stop=batch.stop,
+                                     temperature=self.cfg.temperature)
+        except LinguaCompressError as exc:  # one failed call must not lose the other batches' answers
+            comp = None
+            items = [ItemResult(s.id, k, "missing", note=f"call failed: {exc}") for k, s in enumerate(members, 1)]
+        else:
+            parsed = parse_completion(comp.text, batch, members, self.prefix.fmt,
+                                      finish_reason=comp.finish_reason, prefix=self.prefix)
+            items = list(parsed.items)
+            self.extra.extend(parsed.extra)
+        self._account(batch, comp)
+        if batch.target_id is not None:
+            items = [r for r in items if r.id == batch.target_id]
+        if self.progress is not None:
+            self.progress(len(items))
+        return items
+
+    def _account(self, batch: Batch, comp: Completion | None) -> None:
+        t = self.tally
+        t.calls += 1
+        t.counted_prompt += self.count(prompt_text(batch.prompt))
+        if comp is None:
+            return
+        t.counted_completion += self.count(comp.text)
+        if comp.prompt_tokens is not None and comp.completion_tokens is not None:
+            t.with_usage += 1
+            t.api_prompt += comp.prompt_tokens
+            t.api_completion += comp.completion_tokens
+        else:
+            t.api_prompt += self.count(prompt_text(batch.prompt))
+            t.api_completion += self.count(comp.text)
+
+    def run_groups(self, groups: Sequence[Group]) -> list[ItemResult]:
+        batches = [self.batch(g, i) for i, g in enumerate(groups)]
+        workers = self.cfg.concurrency or int(getattr(self.llm, "max_concurrency", 1) or 1)
+        if workers <= 1 or len(batches) <= 1:
+            return [r for b in batches for r in self.call(b)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return [r for rs in pool.map(self.call, batches) for r in rs]
+
+
+def run_batched(
+    samples: Sequence[Sample],
+    llm: Any,
+    *,
+    demos: Sequence[Sample] = (),
+    instruction: str = "",
+    config: BatchConfig = BatchConfig(),
+    fmt: BatchFormat = BatchFormat(),
+    compressor: Any = None,
+    embed: Embed | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    prices: Prices | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Ask every sample through ``llm`` in batches and return per-id results plus a cost report.
+
+    ``llm`` is any :class:`lingua_compress.llm.LLM`. Token accounting uses ``count_tokens``, else the client's
+    ``count_tokens`` (the local model's tokenizer), else a word/punctuation estimate. Every sample ends with a
+    result: ``ok`` or the reason it is not.
+    """
+    samples = check_samples(samples)
+    demos = check_samples(demos)
+    if not isinstance(config, BatchConfig):
+        raise ConfigError(f"config must be a BatchConfig, got {type(config).__name__}")
+    count, tok_name = _counter(count_tokens, llm)
+    prefix = build_prefix(instruction, demos, fmt, block_size=config.demo_block_size or config.batch_size,
+                          ratio=config.ratio, compressor=compressor, count_tokens=count)
+    run = _Run(samples, llm, prefix, config, count, progress)
+    groups = make_groups(samples, config.batch_size, config.group, seed=config.seed, embed=embed)
+    results = {r.id: r for r in run.run_groups(groups)}
+    first_calls = run.tally.calls
+    retry_size = config.retry_batch_size or max(1, config.batch_size // 2)
+    for attempt in range(2, config.max_retries + 2):
+        failed = [s for s in samples if results[s.id].status in config.retry_statuses]
+        if not failed:
+            break
+        retry = make_groups(failed, retry_size, "sequential")
+        for r in run.run_groups(retry):
+            # A re-ask replaces the earlier result only when it did better; the attempt count is kept either way.
+            keep = r if r.ok else results[r.id]
+            results[r.id] = replace(keep, attempts=attempt)
+    run.tally.retry_calls = run.tally.calls - first_calls
+    cost = _report(samples, demos, instruction, fmt, prefix, run, count, tok_name, prices)
+    ordered = {s.id: results[s.id] for s in samples}
+    return RunResult(ordered, cost, prefix, tuple(run.extra))
+
+
+def _counter(count_tokens: Callable[[str], int] | None, llm: Any) -> tuple[Callable[[str], int], str]:
+    if count_tokens is not None:
+        return count_tokens, getattr(count_tokens, "__name__", "custom")
+    own = getattr(llm, "count_tokens", None)
+    if callable(own):
+        return own, f"{getattr(llm, 'name', 'llm')} tokenizer"
+    return rough_token_count, "estimated (words and punctuation)"
+
+
+def _report(samples: tuple[Sample, ...], demos: tuple[Sample, ...], instruction: str, fmt: BatchFormat,
+            prefix: SharedPrefix, run: _Run, count: Callable[[str], int], tok_name: str,
+            prices: Prices | None) -> CostReport:
+    t = run.tally
+    plain = build_prefix(instruction, demos, fmt, block_size=1, count_tokens=count)
+    base = sum(count(prompt_text(build_batch(plain, [s], chat=run.chat).prompt)) for s in samples)
+    base_c = sum(count(prompt_text(build_batch(prefix, [s], chat=run.chat).prompt)) for s in samples)
+    source = "api" if t.with_usage == t.calls and t.calls else ("estimated" if not t.with_usage else "mixed")
+    usd = baseline_usd = None
+    if prices is not None:
+        usd = prices.usd(t.api_prompt, t.api_completion)
+        # The baseline is counted in the accounting tokenizer; bring it to the billed scale of this run.
+        scale = t.api_prompt / t.counted_prompt if t.counted_prompt else 1.0
+        baseline_usd = prices.usd(base * scale, t.api_completion)
+    return CostReport(
+        n_samples=len(samples), calls=t.calls, retry_calls=t.retry_calls, prompt_tokens=t.api_prompt,
+        completion_tokens=t.api_completion, usage_source=source, counted_prompt_tokens=t.counted_prompt,
+        counted_completion_tokens=t.counted_completion, tokenizer=tok_name,
+        prefix_tokens_original=prefix.original_tokens, prefix_tokens=prefix.tokens, baseline_calls=len(samples),
+        baseline_prompt_tokens=base, baseline_compressed_prompt_tokens=base_c, usd=usd, baseline_usd=baseline_usd,
+    )
