@@ -12,7 +12,7 @@ import numpy as np
 
 from . import budget as B
 from .config import CompressionConfig, check_ratio, check_target_tokens
-from .counting import TokenCounter, make_counter, token_owners
+from .counting import TokenCounter, first_visible, make_counter, token_owners
 from .errors import BudgetWarning, ConfigError, InvalidPromptError
 from .prune import QuotaPicker, fit_budget, plan_windows, score_windows
 from .render import render
@@ -179,20 +179,8 @@ class _Run:
         first_ratio = _ratios(kind_target, kind_cost)
         if coarse:  # the context will be cut to ~k x its budget before the token pass: score at that ratio
             first_ratio[B.CONTEXT] = 1.0 / cfg.context_budget_factor
-        ids, offsets = self.scorer.tokenize(seg.text)
-        owner = token_owners(seg.text, offsets, seg.unit_start, seg.unit_end)
-        cover = np.searchsorted(offsets[:, 0], seg.unit_start, side="right") - 1
-        windows = plan_windows(np.bincount(owner[owner >= 0], minlength=seg.n_units), cfg.window_tokens)
+        scores, keep, windows = self._score(costs, kinds, first_ratio)
         alive = np.ones(seg.n_units, dtype=bool)
-        picker = QuotaPicker(costs, seg.protected, first_ratio[kinds], alive, kinds)
-        choose = picker.pick if cfg.iterative else (lambda lo, hi, s: np.ones(hi - lo, dtype=bool))
-        t0 = time.perf_counter()
-        # Whitespace tokens and protected words are kept whatever they score: skip their output-head work.
-        blank = np.array([not seg.text[s:e].strip() for s, e in offsets.tolist()], dtype=bool)
-        need = ~blank & (owner >= 0) & ~seg.protected[np.maximum(owner, 0)]
-        scores, keep = score_windows(self.scorer, ids, owner, cover, windows, choose, cfg.conditioning, need)
-        self.scoring_s = time.perf_counter() - t0
-        self.scored_tokens = int((owner >= 0).sum())
         if coarse:
             alive = B.select_contexts(seg, costs, scores, ctx_budget)
             alive = B.filter_sentences(seg, costs, scores, alive, ctx_budget)
@@ -207,6 +195,24 @@ class _Run:
         self.add_priority = scores + np.where(alive, 1e6, 0.0)
         self.drop_priority = scores + np.where(kinds == B.CONTEXT, 0.0, 1e6)
         return keep
+
+    def _score(self, costs: np.ndarray, kinds: np.ndarray, ratio: np.ndarray):
+        """One windowed pass over the whole prompt: unit scores, the provisional selection, the windows."""
+        seg, cfg = self.seg, self.cfg
+        ids, offsets = self.scorer.tokenize(seg.text)
+        firsts = first_visible(seg.text, offsets)
+        owner = token_owners(seg.text, offsets, seg.unit_start, seg.unit_end, firsts)
+        cover = np.searchsorted(offsets[:, 0], seg.unit_start, side="right") - 1
+        windows = plan_windows(np.bincount(owner[owner >= 0], minlength=seg.n_units), cfg.window_tokens)
+        picker = QuotaPicker(costs, seg.protected, ratio[kinds], np.ones(seg.n_units, dtype=bool), kinds)
+        choose = picker.pick if cfg.iterative else (lambda lo, hi, s: np.ones(hi - lo, dtype=bool))
+        # Whitespace tokens and protected words are kept whatever they score: skip their output-head work.
+        need = (firsts < offsets[:, 1]) & (owner >= 0) & ~seg.protected[np.maximum(owner, 0)]
+        t0 = time.perf_counter()
+        scores, keep = score_windows(self.scorer, ids, owner, cover, windows, choose, cfg.conditioning, need)
+        self.scoring_s = time.perf_counter() - t0
+        self.scored_tokens = int((owner >= 0).sum())
+        return scores, keep, windows
 
     def _finish(self, keep: np.ndarray, n: int) -> CompressionResult:
         seg = self.seg

@@ -14,13 +14,21 @@ from .errors import ConfigError
 from .segment import Segmented
 
 
-def token_owners(text: str, offsets: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray) -> np.ndarray:
-    """For each token, the unit holding its first non-space character; whitespace-only tokens go to the next
-    unit. -1 where no unit follows."""
+def first_visible(text: str, offsets: np.ndarray) -> np.ndarray:
+    """Offset of each token's first non-space character (its end, for a whitespace-only token)."""
     firsts = np.empty(len(offsets), dtype=np.int64)
     for i, (s, e) in enumerate(offsets.tolist()):
         piece = text[s:e]
         firsts[i] = s + (len(piece) - len(piece.lstrip()))
+    return firsts
+
+
+def token_owners(text: str, offsets: np.ndarray, unit_start: np.ndarray, unit_end: np.ndarray,
+                 firsts: np.ndarray | None = None) -> np.ndarray:
+    """For each token, the unit holding its first non-space character; whitespace-only tokens go to the next
+    unit. -1 where no unit follows."""
+    if firsts is None:
+        firsts = first_visible(text, offsets)
     owner = np.searchsorted(unit_end, firsts, side="right")
     owner[owner >= len(unit_end)] = -1
     return owner
