@@ -14,6 +14,7 @@ from . import budget as B
 from .config import CompressionConfig, check_ratio, check_target_tokens
 from .counting import TokenCounter, first_visible, make_counter, token_owners
 from .errors import BudgetWarning, ConfigError, InvalidPromptError
+from .models import DEVICE_KINDS
 from .prune import QuotaPicker, fit_budget, plan_windows, score_windows
 from .render import render
 from .result import CompressionResult, PartStats, Timings
@@ -46,7 +47,7 @@ class Compressor:
         # Checked now, not at the first compress(): loading is lazy, mistakes should not be.
         if vocab not in VOCAB_MODES:
             raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
-        if not isinstance(device, str) or device.split(":", 1)[0] not in ("auto", "cpu", "cuda", "mps"):
+        if not isinstance(device, str) or device.split(":", 1)[0] not in ("auto", *DEVICE_KINDS):
             raise ConfigError(f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda[:N]' or 'mps'")
         if scorer is not None and not isinstance(scorer, Scorer):
             raise ConfigError(f"scorer must implement lingua_compress.Scorer, got {type(scorer).__name__}")

@@ -81,9 +81,7 @@ def _compress(args: argparse.Namespace, stream: TextIO) -> int:
 
     text = _read(args.input or args.file)
     compressor = Compressor(args.model, device=args.device)
-    ratio = args.ratio if args.target_tokens is None and args.ratio is not None else None
-    if ratio is None and args.target_tokens is None:
-        ratio = 0.5
+    ratio = 0.5 if args.ratio is None and args.target_tokens is None else args.ratio
     result = compressor.compress(
         text, ratio, target_tokens=args.target_tokens, keep=args.keep,
         target_tokenizer=_target_tokenizer(args.target_tokenizer),

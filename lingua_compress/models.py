@@ -23,6 +23,7 @@ DEFAULT_MODEL = "gemma-3-270m"
 CACHE_ENV = "LINGUA_COMPRESS_CACHE"
 _DEFAULT_DIRNAME = "gemma-3-270m-q4_k_m-bf16"
 _DONE_MARKER = "lingua_compress.ok"
+DEVICE_KINDS = ("cpu", "cuda", "mps")
 
 
 def cache_dir() -> Path:
@@ -108,7 +109,7 @@ def resolve_device(device: str) -> str:
             return "mps"
         return "cpu"
     kind = device.split(":", 1)[0]
-    if kind not in {"cpu", "cuda", "mps"}:
+    if kind not in DEVICE_KINDS:
         raise ConfigError(f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda[:N]' or 'mps'")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} was asked for but torch sees no CUDA device; use 'auto' or 'cpu'")

@@ -10,8 +10,10 @@ import re
 
 import numpy as np
 
+from .segment import CJK_CLASS
+
 _NEWLINE_RUN = re.compile(r"\n(?:[ \t\r\f\v]*\n)*")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_CJK = re.compile(CJK_CLASS)
 
 
 def _separator(gap: str, left: str, right: str) -> str:

@@ -234,7 +234,8 @@ class CausalLMSession:
 
 def _keep_cached(cache: Any, n_new: int, keep_idx: Any) -> None:
     """Keep only ``keep_idx`` (indices into the last ``n_new`` cached positions) in every layer of ``cache``."""
-    torch = __import__("torch")
+    import torch
+
     n_drop = n_new - len(keep_idx)
     for layer in cache.layers:
         if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:

@@ -18,11 +18,11 @@ from .errors import ConfigError, InvalidPromptError
 PART_KINDS = ("instruction", "context", "question")
 PART_SEPARATOR = "\n\n"
 
-_CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+CJK_CLASS = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
 _URL = r"(?:https?://|www\.)[^\s<>\"'`]+[^\s<>\"'`.,;:!?)\]}]"
 # A currency sign or percent glued to a number belongs to it: "$40" must not come out as "40".
 _NUMBER = r"[$€£¥]\d+(?:[.,:/]\d+)*%?|\d+(?:[.,:/]\d+)*%"
-_UNIT_RE = re.compile(rf"{_URL}|{_NUMBER}|{_CJK}|(?:(?!{_CJK})\w)+(?:[.,:/'’-](?:(?!{_CJK})\w)+)*|[^\w\s]+")
+_UNIT_RE = re.compile(rf"{_URL}|{_NUMBER}|{CJK_CLASS}|(?:(?!{CJK_CLASS})\w)+(?:[.,:/'’-](?:(?!{CJK_CLASS})\w)+)*|[^\w\s]+")
 _URL_RE = re.compile(_URL)
 _BLOCK_SPLIT_RE = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends at . ! ? (and CJK stops) followed by whitespace, or at a line break.
