@@ -28,6 +28,8 @@ _BLOCK_SPLIT_RE = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends at . ! ? (and CJK stops) followed by whitespace, or at a line break.
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 _IDENTIFIER_RE = re.compile(r"\d|_|[a-z][A-Z]")
+_OPERATOR_RE = re.compile(r"[-+*/×÷=<>^()\[\]]+")
+_VARIABLE_RE = re.compile(r"(?![aAI]$)[A-Za-z]")  # a one-letter unknown, not the words "a" and "I"
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,52 @@ def _sentences(text: str, parts: tuple[Part, ...]) -> list[tuple[int, int]]:
     return spans
 
 
+def _protect_operators(text: str, starts: list[int], ends: list[int], protected: list[bool]) -> None:
+    """Protect an operator between numbers on one line: "6 * 20 = 120" must not come out as "6 20 120"."""
+
+    def mathy(i: int) -> bool:
+        word = text[starts[i]:ends[i]]
+        return bool(re.search(r"\d", word) or _OPERATOR_RE.fullmatch(word) or _VARIABLE_RE.fullmatch(word))
+
+    for i in range(1, len(starts) - 1):
+        if protected[i] or not _OPERATOR_RE.fullmatch(text[starts[i]:ends[i]]):
+            continue
+        if "\n" in text[ends[i - 1]:starts[i + 1]]:
+            continue
+        protected[i] = mathy(i - 1) and mathy(i + 1)
+
+
+TEMPLATE_MAX_UNITS = 6
+
+
+def _protect_template(text: str, parts: tuple[Part, ...], starts: list[int], ends: list[int],
+                      part_idx: list[int], protected: list[bool]) -> None:
+    """Protect line openings that most demonstrations share ("Question:", "Let's think step by step",
+    "The answer is"): they are the format the target LLM copies, cheap, and predictable enough that the
+    token pass would otherwise drop them first."""
+    blocks = [i for i, p in enumerate(parts) if p.kind == "context"]
+    if len(blocks) < 3:
+        return
+    lines: list[tuple[int, list[int]]] = []  # (part, unit indices of one line)
+    for i in range(len(starts)):
+        if part_idx[i] in blocks and (not lines or lines[-1][0] != part_idx[i]
+                                      or "\n" in text[ends[i - 1]:starts[i]]):
+            lines.append((part_idx[i], []))
+        if part_idx[i] in blocks:
+            lines[-1][1].append(i)
+    seen: dict[tuple[str, ...], set[int]] = {}
+    for part, units in lines:
+        words = [text[starts[u]:ends[u]] for u in units[:TEMPLATE_MAX_UNITS]]
+        for n in range(1, len(words) + 1):
+            seen.setdefault(tuple(words[:n]), set()).add(part)
+    quorum = max(3, (len(blocks) + 1) // 2)
+    for part, units in lines:
+        words = [text[starts[u]:ends[u]] for u in units[:TEMPLATE_MAX_UNITS]]
+        n = max((n for n in range(1, len(words) + 1) if len(seen[tuple(words[:n])]) >= quorum), default=0)
+        for u in units[:n]:
+            protected[u] = True
+
+
 def segment(
     prompt: str | Prompt,
     keep: Sequence[re.Pattern[str]] = (),
@@ -180,6 +228,9 @@ def segment(
             part_idx.append(pi)
             sent_idx.append(si)
             protected.append(protect_defaults and bool(_IDENTIFIER_RE.search(word) or _URL_RE.fullmatch(word)))
+    if protect_defaults:
+        _protect_operators(text, starts, ends, protected)
+        _protect_template(text, parts, starts, ends, part_idx, protected)
     unit_start = np.array(starts, dtype=np.int64)
     unit_end = np.array(ends, dtype=np.int64)
     forced = np.zeros(len(starts), dtype=bool)

@@ -1,0 +1,239 @@
+"""GSM8K end to end: does the target LLM still answer after the demonstrations are compressed?
+
+    python benchmarks/bench_quality.py [--n 200] [--n-retention N] [--methods ours,llmlingua,...] [--ratios ...]
+    python benchmarks/bench_quality.py --dry            # wiring check on the embedded model: no Qwen, no llmlingua
+    python benchmarks/bench_quality.py --report-only    # tables and plot from what has been computed so far
+
+The LLMLingua paper's protocol: 8 chain-of-thought demonstrations compressed once, the instruction and question
+appended uncompressed, greedy decoding. For each method and ratio of the demonstrations it measures
+  * exact match of the final answer on the first --n test questions (paired across methods);
+  * gold-solution likelihood retention (NLL_zero-shot - NLL_method) / (NLL_zero-shot - NLL_full) under the
+    target, on the first --n-retention questions; the prefix's KV cache is computed once per method and ratio;
+  * the achieved ratio in the target's tokenizer and the compression seconds.
+Compressed prefixes and per-question results are appended to a work folder, so an interrupted run continues where
+it stopped and a larger --n only computes the new questions. Questions run in blocks, every method on a block
+before the next, so a partial run is still paired. Install and timing notes: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_compress import DEFAULT_DATA, INSTRUCTION, clean  # noqa: E402
+from quality_methods import BASELINES, COMPRESSING, JOIN, OURS_VARIANTS, fingerprint, make_method  # noqa: E402
+from quality_targets import PROMPT_FORMAT  # noqa: E402
+
+RATIOS = (0.5, 0.2, 0.1, 0.05)
+DEFAULT_METHODS = ("ours", "llmlingua", "random", "truncate", *BASELINES)
+ABLATIONS = tuple(v for v in OURS_VARIANTS if v != "ours")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with GSM8K train.jsonl and test.jsonl")
+    ap.add_argument("--target", default="qwen1.5b", help="qwen1.5b, qwen0.5b or embedded")
+    ap.add_argument("--n", type=int, default=None, help="questions for exact match (default 200; 5 with --dry)")
+    ap.add_argument("--n-retention", type=int, default=None, help="questions for retention (default: --n)")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    ap.add_argument("--ratios", default=",".join(map(str, RATIOS)))
+    ap.add_argument("--ablation-ratios", default="0.2", help="ratios for ours with one stage off (retention only)")
+    ap.add_argument("--shots", type=int, default=8)
+    ap.add_argument("--min-lines", type=int, default=8, help="demonstrations: first train rows with this many lines")
+    ap.add_argument("--max-tokens", type=int, default=None, help="generation cap (default 256; 24 with --dry)")
+    ap.add_argument("--block", type=int, default=20, help="questions per block (every method runs a block in turn)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dry", action="store_true", help="embedded model as target, no llmlingua: checks the wiring")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--work", type=Path, default=None, help="cache of prefixes and per-question results")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args(argv)
+    if args.dry:
+        args.target = "embedded"
+        args.methods = ",".join(m for m in args.methods.split(",") if m != "llmlingua")
+    args.n = args.n if args.n is not None else (5 if args.dry else 200)
+    args.n_retention = args.n_retention if args.n_retention is not None else args.n
+    args.max_tokens = args.max_tokens or (24 if args.dry else 256)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in (*COMPRESSING, *BASELINES)]
+    if unknown:
+        ap.error(f"unknown methods {unknown}; choose from {(*COMPRESSING, *BASELINES)}")
+    args.ratios = [float(r) for r in args.ratios.split(",") if r]
+    args.ablation_ratios = [float(r) for r in args.ablation_ratios.split(",") if r]
+    if any(not 0 < r <= 1 for r in args.ratios + args.ablation_ratios):
+        ap.error("ratios must be in (0, 1]")
+    return args
+
+
+def load_data(args: argparse.Namespace) -> tuple[list[str], list[dict]]:
+    train = [json.loads(line) for line in (args.data / "train.jsonl").open()]
+    test = [json.loads(line) for line in (args.data / "test.jsonl").open()]
+    rows = [r for r in train if r["answer"].count("\n") >= args.min_lines][:args.shots]
+    demos = [f"Question: {r['question']}\nLet's think step by step\n{clean(r['answer'])}" for r in rows]
+    return demos, test[:max(args.n, args.n_retention)]
+
+
+def conditions(args: argparse.Namespace) -> list[tuple[str, float]]:
+    conds = [(m, r) for m in args.methods if m in COMPRESSING for r in args.ratios]
+    conds += [(m, r) for m in ABLATIONS for r in args.ablation_ratios if m not in args.methods]
+    conds += [(m, 1.0 if m == "full" else 0.0) for m in BASELINES if m in args.methods]
+    return conds
+
+
+def work_dir(args: argparse.Namespace, demos: list[str]) -> Path:
+    from lingua_compress.models import cache_dir
+
+    # Anything that changes a result changes the folder; --n, --methods and --ratios only add to it.
+    key = {"target": args.target, "demos": demos, "max_tokens": args.max_tokens, "instruction": INSTRUCTION,
+           "format": PROMPT_FORMAT}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    base = args.work or cache_dir() / "bench_quality"
+    return base / f"{args.target}-{digest}"
+
+
+class Store:
+    """Append-only JSONL of finished records; a torn last line (a killed run) is ignored and rewritten."""
+
+    def __init__(self, path: Path, key: tuple[str, ...]) -> None:
+        self.path, self.key, self.rows = path, key, {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.rows[self._k(row)] = row
+
+    def _k(self, row: dict) -> tuple:
+        return tuple(row[k] for k in self.key)
+
+    def get(self, *key) -> dict | None:
+        return self.rows.get(tuple(key))
+
+    def add(self, row: dict) -> None:
+        self.rows[self._k(row)] = row
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def make_prefixes(args, target, demos, conds, store: Store) -> None:
+    from lingua_compress.models import cache_dir
+
+    def count(text: str) -> int:
+        return len(target.tokenize(text))
+
+    full_tokens = count(JOIN.join(demos))
+    for method in dict.fromkeys(m for m, _ in conds):
+        fp = fingerprint(method)
+        todo = [r for m, r in conds if m == method and (store.get(method, r) or {}).get("fp") != fp]
+        if not todo:
+            continue
+        fn = None if method in BASELINES else make_method(method, cache_dir() / "bench_quality")
+        for ratio in todo:
+            t = time.perf_counter()
+            text = JOIN.join(demos) if method == "full" else "" if method == "zero-shot" else fn(demos, ratio, count)
+            seconds = time.perf_counter() - t
+            store.add({"method": method, "ratio": ratio, "fp": fp, "text": text, "seconds": round(seconds, 3),
+                       "tokens": count(text), "full_tokens": full_tokens,
+                       "achieved": round(count(text) / full_tokens, 4)})
+            print(f"prefix {method} {ratio}: {count(text)}/{full_tokens} tokens in {seconds:.1f} s", file=sys.stderr)
+        del fn
+
+
+ANSWER = re.compile(r"answer is[^0-9\-]*(-?[\d,]*\.?\d+)", re.I)
+NUMBER = re.compile(r"-?[\d,]*\.?\d+")
+
+
+def extract(text: str) -> str | None:
+    found = ANSWER.findall(text) or NUMBER.findall(text)
+    if not found:
+        return None
+    value = found[-1].replace(",", "").rstrip(".")
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return str(int(number)) if number == int(number) else str(number)
+
+
+def evaluate(args, target, conds, tests, prefixes: Store, evals: Store) -> None:
+    from tqdm import tqdm
+
+    n_all = max(args.n, args.n_retention)
+    em_ok = {c for c in conds if c[0] not in ABLATIONS or c[0] in args.methods}
+    steps = sum(min(args.n_retention, n_all) + (args.n if c in em_ok else 0) for c in conds)
+    bar = tqdm(total=steps, desc="evaluating", file=sys.stderr, smoothing=0.05)
+    for lo in range(0, n_all, args.block):
+        block = range(lo, min(lo + args.block, n_all))
+        for method, ratio in conds:
+            prefix = prefixes.get(method, ratio)
+            prefix_text = prefix["text"]
+            todo = [(i, kind) for i in block for kind in ("nll", "em")
+                    if (kind == "nll" and i < args.n_retention) or (kind == "em" and i < args.n and (method, ratio) in em_ok)]
+            done = [t for t in todo if evals.get(method, ratio, t[0], t[1]) is not None]
+            bar.update(len(done))
+            todo = [t for t in todo if t not in done]
+            if not todo:
+                continue
+            head = target.user_open + INSTRUCTION + (JOIN + prefix_text if prefix_text else "")
+            target.set_prefix(target.tokenize(head))
+            for i, kind in todo:
+                row = tests[i]
+                question = target.tokenize(f"{JOIN}Question: {row['question']}\nLet's think step by step"
+                                           + target.assistant_open)
+                rec = {"method": method, "ratio": ratio, "q": i, "kind": kind, "fp": prefix["fp"]}
+                t = time.perf_counter()
+                if kind == "nll":
+                    gold = target.tokenize(clean(row["answer"]))
+                    rec.update(nll=target.gold_nll(question, gold), gold_tokens=len(gold))
+                else:
+                    out = target.generate(question, args.max_tokens)
+                    gold = row["answer"].split("####")[-1].strip().replace(",", "")
+                    pred = extract(out)
+                    rec.update(output=out, pred=pred, gold=gold, correct=pred == extract(gold))
+                rec["seconds"] = round(time.perf_counter() - t, 3)
+                evals.add(rec)
+                bar.update(1)
+    bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    demos, tests = load_data(args)
+    conds = conditions(args)
+    work = work_dir(args, demos)
+    work.mkdir(parents=True, exist_ok=True)
+    prefixes = Store(work / "prefixes.jsonl", ("method", "ratio"))
+    evals = Store(work / "evals.jsonl", ("method", "ratio", "q", "kind"))
+    started = time.perf_counter()
+    if not args.report_only:
+        from lingua_compress.models import cache_dir
+        from quality_targets import load_target
+
+        target = load_target(args.target, cache_dir() / "targets", args.threads)
+        make_prefixes(args, target, demos, conds, prefixes)
+    # Results computed against an older version of a method's prefix no longer count.
+    evals.rows = {k: v for k, v in evals.rows.items()
+                  if v.get("fp") == (prefixes.get(k[0], k[1]) or {}).get("fp", object())}
+    if not args.report_only:
+        evaluate(args, target, conds, tests, prefixes, evals)
+    from quality_report import report
+
+    summary = report(args, conds, prefixes, evals, work, time.perf_counter() - started)
+    print(json.dumps(summary["headline"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

