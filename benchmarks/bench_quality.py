@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_compress import DEFAULT_DATA, INSTRUCTION, clean  # noqa: E402
 from quality_methods import BASELINES, COMPRESSING, JOIN, OURS_VARIANTS, fingerprint, make_method  # noqa: E402
-from quality_targets import PROMPT_FORMAT  # noqa: E402
+from quality_targets import GEN_VERSION, PROMPT_FORMAT  # noqa: E402
 
 RATIOS = (0.5, 0.2, 0.1, 0.05)
 DEFAULT_METHODS = ("ours", "llmlingua", "random", "truncate", *BASELINES)
@@ -201,7 +201,7 @@ def evaluate(args, target, conds, tests, prefixes: Store, evals: Store) -> None:
                     out = target.generate(question, args.max_tokens)
                     gold = row["answer"].split("####")[-1].strip().replace(",", "")
                     pred = extract(out)
-                    rec.update(output=out, pred=pred, gold=gold, correct=pred == extract(gold))
+                    rec.update(output=out, pred=pred, gold=gold, correct=pred == extract(gold), gen=GEN_VERSION)
                 rec["seconds"] = round(time.perf_counter() - t, 3)
                 evals.add(rec)
                 bar.update(1)
@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         make_prefixes(args, target, demos, conds, prefixes)
     # Results computed against an older version of a method's prefix no longer count.
     evals.rows = {k: v for k, v in evals.rows.items()
-                  if v.get("fp") == (prefixes.get(k[0], k[1]) or {}).get("fp", object())}
+                  if v.get("fp") == (prefixes.get(k[0], k[1]) or {}).get("fp", object())
+                  and (v["kind"] != "em" or v.get("gen") == GEN_VERSION)}
     if not args.report_only:
         evaluate(args, target, conds, tests, prefixes, evals)
     from quality_report import report

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -45,6 +46,9 @@ QWEN_05B = GGUFSpec(
 )
 TARGETS = {s.key: s for s in (QWEN_15B, QWEN_05B)}
 PROMPT_FORMAT = "completion-v1"  # bump when the prompt layout changes: cached results are then not reused
+GEN_VERSION = 2  # bump when the generation or stop rule changes: cached exact-match results are then redone
+# A completion ends with the demonstrations' last line; without this the model goes on to invent a next question.
+ANSWER_LINE = re.compile(r"answer is[^\n]*\d[^\n]*\n", re.I)
 
 
 class TargetError(RuntimeError):
@@ -112,6 +116,17 @@ def _nll_rows(logits: np.ndarray, targets: list[int]) -> float:
     return float((lse - z[np.arange(len(targets)), targets]).sum())
 
 
+def _stopped(text: str, stop: tuple[str, ...]) -> bool:
+    return any(s in text for s in stop) or ANSWER_LINE.search(text) is not None
+
+
+def _cut(text: str, stop: tuple[str, ...]) -> str:
+    for s in stop:
+        text = text.split(s)[0]
+    m = ANSWER_LINE.search(text)
+    return text[:m.end()].rstrip("\n") if m else text
+
+
 class LlamaTarget:
     """A GGUF on llama-cpp-python; the prefix's KV stays in the context and each call rewinds to it.
 
@@ -162,13 +177,9 @@ class LlamaTarget:
             if tok == eos or len(out) >= max_tokens or len(self.prefix) + len(question) + len(out) >= self.n_ctx - 1:
                 break
             out.append(tok)
-            text = self.llm.detokenize(out).decode("utf-8", "ignore")
-            if any(s in text for s in self.stop):
+            if _stopped(self.llm.detokenize(out).decode("utf-8", "ignore"), self.stop):
                 break
-        text = self.llm.detokenize(out).decode("utf-8", "ignore")
-        for s in self.stop:
-            text = text.split(s)[0]
-        return text
+        return _cut(self.llm.detokenize(out).decode("utf-8", "ignore"), self.stop)
 
 
 class TorchTarget:
@@ -220,12 +231,9 @@ class TorchTarget:
                 break
             out.append(tok)
             ids = [tok]
-            if any(s in self.tok.decode(out) for s in self.stop):
+            if _stopped(self.tok.decode(out), self.stop):
                 break
-        text = self.tok.decode(out, skip_special_tokens=True)
-        for s in self.stop:
-            text = text.split(s)[0]
-        return text
+        return _cut(self.tok.decode(out, skip_special_tokens=True), self.stop)
 
 
 def load_target(key: str, cache: Path, threads: int | None = None) -> Target:

@@ -66,3 +66,28 @@ def test_render_never_glues_words_across_a_dropped_hyphen_or_cjk_gap():
     seg = segment("東京都", protect_defaults=False)
     out, _ = render("東京都", seg.unit_start, seg.unit_end, np.array([True, False, True]))
     assert out == "東都"
+
+
+def protected_words(seg):
+    return [w for w, p in zip(words(seg), seg.protected) if p]
+
+
+def test_operators_between_numbers_are_protected_on_one_line_only():
+    seg = segment("He pays 6 * 20 = 120, so x = 26 - a lot.\n- item")
+    assert protected_words(seg) == ["6", "*", "20", "=", "120", "=", "26"]  # "x" is no number; "- a" is no sum
+    seg = segment("Buicks:4(3+2x)=12+8x")
+    assert all(seg.protected)
+
+
+def test_line_openings_shared_by_most_demonstrations_are_protected():
+    demos = [f"Question: {q}?\nLet's think step by step\nShe has {n} of them.\nThe answer is {n}"
+             for q, n in (("how many cats", 3), ("count the dogs", 4), ("what about birds", 5), ("fish", 6))]
+    seg = segment(Prompt(demonstrations=demos, question="Question: and owls?"))
+    prot = protected_words(seg)
+    assert prot.count("Question") == 4 and prot.count("answer") == 4 and prot.count("Let's") == 4
+    assert prot.count("think") == 4 and "count" not in prot and "cats" not in prot
+    assert "She" in prot and "has" in prot  # "She has" opens a line in every demonstration
+    two = segment(Prompt(demonstrations=demos[:2]))  # too few demonstrations to call anything a template
+    assert "Question" not in protected_words(two)
+    off = segment(Prompt(demonstrations=demos), protect_defaults=False)
+    assert not off.protected.any()

