@@ -180,7 +180,7 @@ def _protect_template(text: str, parts: tuple[Part, ...], starts: list[int], end
     """Protect line openings that most demonstrations share ("Question:", "Let's think step by step",
     "The answer is"): they are the format the target LLM copies, cheap, and predictable enough that the
     token pass would otherwise drop them first."""
-    blocks = [i for i, p in enumerate(parts) if p.kind == "context"]
+    blocks = {i for i, p in enumerate(parts) if p.kind == "context"}  # a set: a long text has many blocks
     if len(blocks) < 3:
         return
     lines: list[tuple[int, list[int]]] = []  # (part, unit indices of one line)
