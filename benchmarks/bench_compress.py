@@ -31,14 +31,18 @@ def clean(answer: str) -> str:
     return re.sub(r"<<[^>]*>>", "", answer).replace("#### ", "The answer is ")
 
 
+def demonstrations(data: Path, shots: int = 8, min_lines: int = 8) -> tuple[list[str], list[dict]]:
+    """Long worked solutions, as in LLMLingua's CoT example: the first train rows with >= min_lines lines."""
+    train = [json.loads(line) for line in (data / "train.jsonl").open()]
+    rows = [r for r in train if r["answer"].count("\n") >= min_lines][:shots]
+    return [f"Question: {r['question']}\nLet's think step by step\n{clean(r['answer'])}" for r in rows], rows
+
+
 def build_prompt(data: Path, shots: int = 8, test_index: int = 2):
     from lingua_compress import Prompt
 
-    train = [json.loads(line) for line in (data / "train.jsonl").open()]
     test = [json.loads(line) for line in (data / "test.jsonl").open()]
-    # Long worked solutions, as in LLMLingua's CoT example: the first rows with at least 8 reasoning lines.
-    rows = [r for r in train if r["answer"].count("\n") >= 8][:shots]
-    demos = [f"Question: {r['question']}\nLet's think step by step\n{clean(r['answer'])}" for r in rows]
+    demos, rows = demonstrations(data, shots)
     question = f"Question: {test[test_index]['question']}"
     return Prompt(instruction=INSTRUCTION, demonstrations=demos, question=question), rows, test[test_index]
 

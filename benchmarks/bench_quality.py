@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_compress import DEFAULT_DATA, INSTRUCTION, clean  # noqa: E402
+from bench_compress import DEFAULT_DATA, INSTRUCTION, clean, demonstrations  # noqa: E402
 from quality_methods import BASELINES, COMPRESSING, JOIN, OURS_VARIANTS, fingerprint, make_method  # noqa: E402
 from quality_targets import GEN_VERSION, PROMPT_FORMAT  # noqa: E402
 
@@ -75,10 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_data(args: argparse.Namespace) -> tuple[list[str], list[dict]]:
-    train = [json.loads(line) for line in (args.data / "train.jsonl").open()]
     test = [json.loads(line) for line in (args.data / "test.jsonl").open()]
-    rows = [r for r in train if r["answer"].count("\n") >= args.min_lines][:args.shots]
-    demos = [f"Question: {r['question']}\nLet's think step by step\n{clean(r['answer'])}" for r in rows]
+    demos, _ = demonstrations(args.data, args.shots, args.min_lines)
     return demos, test[:max(args.n, args.n_retention)]
 
 
@@ -144,10 +142,10 @@ def make_prefixes(args, target, demos, conds, store: Store) -> None:
             t = time.perf_counter()
             text = JOIN.join(demos) if method == "full" else "" if method == "zero-shot" else fn(demos, ratio, count)
             seconds = time.perf_counter() - t
+            n = count(text)
             store.add({"method": method, "ratio": ratio, "fp": fp, "text": text, "seconds": round(seconds, 3),
-                       "tokens": count(text), "full_tokens": full_tokens,
-                       "achieved": round(count(text) / full_tokens, 4)})
-            print(f"prefix {method} {ratio}: {count(text)}/{full_tokens} tokens in {seconds:.1f} s", file=sys.stderr)
+                       "tokens": n, "full_tokens": full_tokens, "achieved": round(n / full_tokens, 4)})
+            print(f"prefix {method} {ratio}: {n}/{full_tokens} tokens in {seconds:.1f} s", file=sys.stderr)
         del fn
 
 

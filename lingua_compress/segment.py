@@ -190,14 +190,13 @@ def _protect_template(text: str, parts: tuple[Part, ...], starts: list[int], end
             lines.append((part_idx[i], []))
         if part_idx[i] in blocks:
             lines[-1][1].append(i)
+    openings = [(part, units, [text[starts[u]:ends[u]] for u in units[:TEMPLATE_MAX_UNITS]]) for part, units in lines]
     seen: dict[tuple[str, ...], set[int]] = {}
-    for part, units in lines:
-        words = [text[starts[u]:ends[u]] for u in units[:TEMPLATE_MAX_UNITS]]
+    for part, _, words in openings:
         for n in range(1, len(words) + 1):
             seen.setdefault(tuple(words[:n]), set()).add(part)
     quorum = max(3, (len(blocks) + 1) // 2)
-    for part, units in lines:
-        words = [text[starts[u]:ends[u]] for u in units[:TEMPLATE_MAX_UNITS]]
+    for _, units, words in openings:
         n = max((n for n in range(1, len(words) + 1) if len(seen[tuple(words[:n])]) >= quorum), default=0)
         for u in units[:n]:
             protected[u] = True
