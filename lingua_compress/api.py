@@ -11,11 +11,19 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import budget as B
-from .config import CompressionConfig, check_ratio, check_target_tokens
-from .counting import TokenCounter, first_visible, make_counter, token_owners
-from .errors import BudgetWarning, ConfigError, InvalidPromptError
-from .models import DEVICE_KINDS
-from .prune import QuotaPicker, fit_budget, plan_windows, score_windows
+from .config import (
+    CompressionConfig,
+    check_context,
+    check_prompt,
+    check_prompts,
+    check_ratio,
+    check_target_token,
+    check_target_tokens,
+)
+from .counting import TokenCounter, first_visible, make_counter, resolve_tokenizer, token_owners
+from .errors import BudgetWarning, ConfigError
+from .models import check_spec
+from .prune import QuotaPicker, fit_budget, max_window_tokens, plan_windows, score_windows
 from .render import render
 from .result import CompressionResult, PartStats, Timings
 from .scoring import VOCAB_MODES, CausalLMScorer, Scorer
@@ -47,8 +55,7 @@ class Compressor:
         # Checked now, not at the first compress(): loading is lazy, mistakes should not be.
         if vocab not in VOCAB_MODES:
             raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
-        if not isinstance(device, str) or device.split(":", 1)[0] not in ("auto", *DEVICE_KINDS):
-            raise ConfigError(f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda[:N]' or 'mps'")
+        model = check_spec(model, device, dtype)
         if scorer is not None and not isinstance(scorer, Scorer):
             raise ConfigError(f"scorer must implement lingua_compress.Scorer, got {type(scorer).__name__}")
         self.config = config or CompressionConfig()
@@ -85,16 +92,14 @@ class Compressor:
             target_tokenizer: the target LLM's tokenizer (HF tokenizer, ``encode`` object or callable
                 ``str -> list``); budgets and counts are in it. Default: the scorer's tokenizer.
         """
-        if not isinstance(prompt, (str, Prompt)):
-            raise InvalidPromptError(
-                f"prompt must be a str or a lingua_compress.Prompt, got {type(prompt).__name__}: {prompt!r:.60}"
-            )
+        check_prompt(prompt)
         if (ratio is None) == (target_tokens is None):
             raise ConfigError(f"give exactly one of ratio or target_tokens (got ratio={ratio!r}, "
                               f"target_tokens={target_tokens!r})")
         ratio = check_ratio(ratio) if ratio is not None else None
         target_tokens = check_target_tokens(target_tokens) if target_tokens is not None else None
         patterns = compile_keep(keep)
+        target_tokenizer = resolve_tokenizer(target_tokenizer)  # a bad name fails before the model loads
         started = time.perf_counter()
         seg = segment(prompt, patterns, protect_defaults=self.config.protect_numbers)
         scorer = self.scorer
@@ -104,8 +109,12 @@ class Compressor:
         return _Run(self.config, scorer, counter, seg, original, target, started).result()
 
     def compress_batch(self, prompts: Sequence[str | Prompt], ratio: float | None = None, **kwargs: Any) -> list[CompressionResult]:
-        """Compress several prompts with the same settings (the model is loaded once)."""
-        return [self.compress(p, ratio, **kwargs) for p in prompts]
+        """Compress several prompts with the same settings (the model is loaded once).
+
+        ``prompts`` is a list, tuple or other ordered collection; a single ``str`` is refused (iterating it would
+        compress each character). Every prompt's type is checked before any is compressed.
+        """
+        return [self.compress(p, ratio, **kwargs) for p in check_prompts(prompts)]
 
     def compress_prompt(
         self,
@@ -123,13 +132,12 @@ class Compressor:
         Differences: ``target_token`` budgets the whole prompt (instruction and question included), and the
         instruction and question are compressed lightly instead of kept verbatim.
         """
-        if isinstance(context, str):
-            context = [context]
-        prompt = Prompt(instruction=instruction, demonstrations=tuple(context), question=question)
-        if target_token is not None and target_token >= 0:
-            res = self.compress(prompt, target_tokens=int(target_token), keep=keep, target_tokenizer=target_tokenizer)
+        prompt = Prompt(instruction=instruction, demonstrations=check_context(context), question=question)
+        budget = check_target_token(target_token)
+        if budget is not None:
+            res = self.compress(prompt, target_tokens=budget, keep=keep, target_tokenizer=target_tokenizer)
         else:
-            res = self.compress(prompt, rate, keep=keep, target_tokenizer=target_tokenizer)
+            res = self.compress(prompt, check_ratio(rate, "rate"), keep=keep, target_tokenizer=target_tokenizer)
         return {
             "compressed_prompt": res.text,
             "origin_tokens": res.original_tokens,
@@ -158,13 +166,30 @@ class _Run:
         keep = self._select(costs)
         tol = max(self.cfg.tolerance * self.target, self.cfg.tolerance_tokens)
         droppable = ~seg.protected
-        if costs[keep & seg.protected].sum() > self.target + tol:
-            warnings.warn(
-                f"protected spans alone cost {costs[keep & seg.protected].sum():.0f} tokens, more than the budget of "
-                f"{self.target:.0f}; they are kept and the budget is exceeded", BudgetWarning, stacklevel=3)
+        protected_cost = costs[keep & seg.protected].sum()
         keep, n = fit_budget(keep, self.add_priority, self.drop_priority, np.maximum(costs, 1.0), droppable,
                              self._count, self.target, tol)
+        self._warn_off_budget(n, protected_cost, tol)
         return self._finish(keep, n)
+
+    def _warn_off_budget(self, n: int, protected_cost: float, tol: float) -> None:
+        """One BudgetWarning, with the numbers, for any result far from its budget: the same rule for a zero
+        ``target_tokens`` and a tiny ratio. Units are kept or dropped whole, so one long unit can leave nothing
+        that fits; at a tie the result stays under the budget, which is usually a hard limit (a context window)."""
+        target = self.target
+        if n > 0 and (protected_cost > target + tol or target < 0.5):  # a budget of 0 has no tolerance to hide in
+            msg = (f"protected spans alone cost {protected_cost:.0f} tokens, more than the budget of {target:.0f}; "
+                   f"they are kept and the budget is exceeded ({n} tokens)")
+        elif n == 0 and target >= 0.5:
+            msg = (f"the result is empty: no selection of whole words comes closer to the budget of {target:.0f} "
+                   f"tokens (of {self.original}); a word or unbroken run longer than the budget is kept or dropped "
+                   "whole")
+        elif abs(n - target) > max(0.1 * target, 2 * tol):
+            msg = (f"the result has {n} tokens against a budget of {target:.0f} (of {self.original}); words and "
+                   "unbroken runs are kept or dropped whole, and none closer to the budget was found")
+        else:
+            return
+        warnings.warn(msg, BudgetWarning, stacklevel=4)
 
     def _count(self, keep: np.ndarray) -> int:
         seg = self.seg
@@ -183,6 +208,9 @@ class _Run:
         scores, keep, windows = self._score(costs, kinds, first_ratio)
         alive = np.ones(seg.n_units, dtype=bool)
         if coarse:
+            # A zero budget is the limit of a tiny one: the coarse stage still keeps its best context (and the
+            # token pass that context's protected spans), so target_tokens=0 and ratio=1e-9 give one result.
+            ctx_budget = max(ctx_budget, np.finfo(float).tiny)
             alive = B.select_contexts(seg, costs, scores, ctx_budget)
             alive = B.filter_sentences(seg, costs, scores, alive, ctx_budget)
         if coarse or not cfg.iterative:
@@ -210,7 +238,8 @@ class _Run:
         # Whitespace tokens and protected words are kept whatever they score: skip their output-head work.
         need = (firsts < offsets[:, 1]) & (owner >= 0) & ~seg.protected[np.maximum(owner, 0)]
         t0 = time.perf_counter()
-        scores, keep = score_windows(self.scorer, ids, owner, cover, windows, choose, cfg.conditioning, need)
+        scores, keep = score_windows(self.scorer, ids, owner, cover, windows, choose, cfg.conditioning, need,
+                                     max_window_tokens(cfg.window_tokens))
         self.scoring_s = time.perf_counter() - t0
         self.scored_tokens = int((owner >= 0).sum())
         return scores, keep, windows

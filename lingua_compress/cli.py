@@ -1,7 +1,7 @@
 """Command line: ``lingua-compress [FILE] --ratio 0.2`` reads stdin by default and writes the compressed text.
 
 Subcommands ``batch`` and ``corpus`` have their own options (``lingua-compress batch --help``).
-Exit codes: 0 ok, 1 compression or model error, 2 usage error.
+Exit codes: 0 ok, 1 compression or model error, 2 usage error (undecodable input included), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Sequence, TextIO
 from .errors import LinguaCompressError
 
 SUBCOMMANDS = {"batch": "lingua_compress.batch.cli", "corpus": "lingua_compress.corpus"}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DECODE_ERRORS = ("strict", "replace", "ignore")
 _DROP_ON, _DROP_OFF = "\x1b[9;2;31m", "\x1b[0m"  # strikethrough, dim, red
 
 
@@ -33,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="HF causal LM id or local path (default: embedded Gemma 3 270M)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
     p.add_argument("--target-tokenizer", default=None, help="count tokens with this HF tokenizer (id or path)")
+    p.add_argument("--errors", choices=DECODE_ERRORS, default="strict",
+                   help="input that is not UTF-8: stop with the byte offset (strict, default), replace bad bytes "
+                        "with U+FFFD (replace), or drop them (ignore)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the full result as JSON")
     out.add_argument("--show", action="store_true", help="print the prompt with dropped text marked")
@@ -53,11 +58,27 @@ def render_show(original: str, spans: Sequence[tuple[int, int]], colour: bool) -
     return "".join(out)
 
 
-def _read(path: str) -> str:
+class InputDecodeError(Exception):
+    """The input is not UTF-8 and --errors is strict."""
+
+
+def _read(path: str, errors: str = "strict") -> str:
+    """The input as text, decoded here (not by the stream) so a bad byte is reported with its offset."""
     if path == "-":
-        return sys.stdin.read()
-    with open(path, encoding="utf-8") as fh:
-        return fh.read()
+        raw = getattr(sys.stdin, "buffer", None)
+        if raw is None:  # a text-only stream (an embedding program's StringIO): already decoded
+            return sys.stdin.read()
+        data, name = raw.read(), "<stdin>"
+    else:
+        with open(path, "rb") as fh:
+            data, name = fh.read(), path
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as exc:
+        raise InputDecodeError(
+            f"{name} is not UTF-8 text: byte 0x{data[exc.start]:02x} at byte offset {exc.start} cannot be decoded "
+            f"({exc.reason}); fix the input, or pass --errors replace (or --errors ignore)"
+        ) from None
 
 
 def _write(path: str, text: str) -> None:
@@ -68,23 +89,15 @@ def _write(path: str, text: str) -> None:
         fh.write(text)
 
 
-def _target_tokenizer(name: str | None):
-    if name is None:
-        return None
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(name)
-
-
 def _compress(args: argparse.Namespace, stream: TextIO) -> int:
     from .api import Compressor
 
-    text = _read(args.input or args.file)
+    text = _read(args.input or args.file, args.errors)
     compressor = Compressor(args.model, device=args.device)
     ratio = 0.5 if args.ratio is None and args.target_tokens is None else args.ratio
     result = compressor.compress(
         text, ratio, target_tokens=args.target_tokens, keep=args.keep,
-        target_tokenizer=_target_tokenizer(args.target_tokenizer),
+        target_tokenizer=args.target_tokenizer,  # a name or path: the API loads it, local files first
     )
     if args.json:
         _write(args.output, json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
@@ -95,27 +108,39 @@ def _compress(args: argparse.Namespace, stream: TextIO) -> int:
         _write(args.output, result.text + ("" if result.text.endswith("\n") else "\n"))
     summary = {k: v for k, v in result.to_dict().items() if k in ("original_tokens", "compressed_tokens", "kept_ratio")}
     print(json.dumps(summary), file=stream)
-    return 0
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C while the model loads or scores: one line and the conventional 128 + SIGINT, not a torch traceback.
+        print("lingua-compress: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         try:
             module = importlib.import_module(SUBCOMMANDS[argv[0]])
         except ImportError as exc:
             print(f"lingua-compress {argv[0]}: not available ({exc})", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         return int(module.main(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return _compress(args, sys.stderr)
+    except InputDecodeError as exc:
+        print(f"lingua-compress: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except LinguaCompressError as exc:
         print(f"lingua-compress: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILED
     except OSError as exc:
         print(f"lingua-compress: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

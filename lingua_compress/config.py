@@ -1,11 +1,44 @@
-"""CompressionConfig: every knob of the algorithm, frozen and validated at construction."""
+"""CompressionConfig: every knob of the algorithm, frozen and validated at construction; and the checks of the
+arguments each call takes (ratio, token budget, prompts), so that a mistake fails before any model work.
+
+Numbers are checked as numbers, not as Python types: numpy scalars are what users pass (``np.float32(0.3)`` from an
+array, ``np.int64(50)`` from a dataframe), so any real or integral number is accepted and stored as a plain
+``float`` or ``int``; ``bool`` (Python or numpy), NaN and infinities are not numbers here.
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Set
+from typing import Callable
 
-from .errors import ConfigError
+import numpy as np
+
+from .errors import ConfigError, InvalidPromptError
 from .scoring import CONDITIONING_MODES
+from .segment import Prompt
+
+
+def _is_bool(value: object) -> bool:
+    # numpy's bool is not a Python bool; both are truth values, never counts or ratios.
+    return isinstance(value, (bool, np.bool_))
+
+
+def as_real(value: object) -> float | None:
+    """``value`` as a finite plain float, or None where it is not a finite real number."""
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def as_integral(value: object) -> int | None:
+    """``value`` as a plain int, or None where it is not an integral number (a float is not, even 5.0)."""
+    if _is_bool(value) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,32 +75,99 @@ class CompressionConfig:
     tolerance_tokens: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("instruction_ratio", "question_ratio"):
+        self._real("instruction_ratio", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
+        self._real("question_ratio", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
+        self._real("context_budget_factor", lambda v: v >= 1.0, "a finite number >= 1")
+        self._real("tolerance", lambda v: 0.0 <= v < 0.5, "a number in [0, 0.5)")
+        self._integral("window_tokens", lambda v: 16 <= v <= 8192, "an int in [16, 8192]")
+        self._integral("tolerance_tokens", lambda v: v >= 0, "an int >= 0")
+        for name in ("coarse", "iterative", "protect_numbers"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-                raise ConfigError(f"{name}={value!r} must be a number in (0, 1]")
-        if not isinstance(self.context_budget_factor, (int, float)) or self.context_budget_factor < 1.0:
-            raise ConfigError(f"context_budget_factor={self.context_budget_factor!r} must be a number >= 1")
-        if not isinstance(self.window_tokens, int) or not 16 <= self.window_tokens <= 8192:
-            raise ConfigError(f"window_tokens={self.window_tokens!r} must be an int in [16, 8192]")
+            if not _is_bool(value):
+                raise ConfigError(f"{name}={value!r} is not accepted: give True or False")
+            object.__setattr__(self, name, bool(value))
         if self.conditioning not in CONDITIONING_MODES:
             raise ConfigError(f"conditioning={self.conditioning!r} must be one of {CONDITIONING_MODES}")
-        if not isinstance(self.tolerance, (int, float)) or not 0.0 <= self.tolerance < 0.5:
-            raise ConfigError(f"tolerance={self.tolerance!r} must be a number in [0, 0.5)")
-        if not isinstance(self.tolerance_tokens, int) or self.tolerance_tokens < 0:
-            raise ConfigError(f"tolerance_tokens={self.tolerance_tokens!r} must be an int >= 0")
+
+    def _real(self, name: str, ok: Callable[[float], bool], accepted: str) -> None:
+        value = getattr(self, name)
+        number = as_real(value)
+        if number is None or not ok(number):
+            raise ConfigError(f"{name}={value!r} is not accepted: give {accepted}")
+        object.__setattr__(self, name, number)  # frozen: store the plain float, not the numpy scalar
+
+    def _integral(self, name: str, ok: Callable[[int], bool], accepted: str) -> None:
+        value = getattr(self, name)
+        number = as_integral(value)
+        if number is None or not ok(number):
+            raise ConfigError(f"{name}={value!r} is not accepted: give {accepted}")
+        object.__setattr__(self, name, number)
 
 
-def check_ratio(ratio: object) -> float:
-    """A ratio is kept tokens / original tokens, in (0, 1]."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) <= 1.0:
+def check_ratio(ratio: object, name: str = "ratio") -> float:
+    """A ratio is kept tokens / original tokens, in (0, 1]; returned as a plain float."""
+    number = as_real(ratio)
+    if number is None or not 0.0 < number <= 1.0:
         raise ConfigError(
-            f"ratio={ratio!r} is not accepted: give kept/original tokens as a number in (0, 1], e.g. 0.1 for ~10x"
+            f"{name}={ratio!r} is not accepted: give kept/original tokens as a number in (0, 1], e.g. 0.1 for ~10x"
         )
-    return float(ratio)
+    return number
 
 
-def check_target_tokens(target: object) -> int:
-    if isinstance(target, bool) or not isinstance(target, int) or target < 0:
-        raise ConfigError(f"target_tokens={target!r} is not accepted: give a token count, an int >= 0")
-    return target
+def check_target_tokens(target: object, name: str = "target_tokens") -> int:
+    """A token budget: an integral number >= 0 (numpy integers included), returned as a plain int."""
+    number = as_integral(target)
+    if number is None or number < 0:
+        raise ConfigError(f"{name}={target!r} is not accepted: give a token count, an int >= 0")
+    return number
+
+
+def check_prompt(prompt: object, name: str = "prompt") -> None:
+    """A prompt is a str or a Prompt (its text is checked by segment(), which owns what text is accepted)."""
+    if not isinstance(prompt, (str, Prompt)):
+        raise InvalidPromptError(
+            f"{name} must be a str or a lingua_compress.Prompt, got {type(prompt).__name__}: {prompt!r:.60}"
+        )
+
+
+def check_prompts(prompts: object) -> list:
+    """The prompts of a batch: an ordered collection of prompts, each checked, materialised as a list."""
+    if isinstance(prompts, (str, bytes, bytearray, Prompt, Mapping, Set)) or not isinstance(prompts, Iterable):
+        raise InvalidPromptError(
+            f"prompts={prompts!r:.60} is not accepted: give a list (or other ordered collection) of prompts, each a "
+            "str or a Prompt; to compress a single prompt use compress()"
+        )
+    prompts = list(prompts)
+    for i, prompt in enumerate(prompts):
+        check_prompt(prompt, f"prompts[{i}]")
+    return prompts
+
+
+def check_context(context: object) -> tuple[str, ...]:
+    """LLMLingua's ``context``: one str or an ordered collection of str."""
+    if isinstance(context, str):
+        return (context,)
+    if isinstance(context, (bytes, bytearray, Mapping, Set)) or not isinstance(context, Iterable):
+        raise InvalidPromptError(
+            f"context={context!r:.60} is not accepted: give a str or a sequence of str (one per demonstration "
+            "or retrieved document)"
+        )
+    context = tuple(context)
+    for i, item in enumerate(context):
+        if not isinstance(item, str):
+            raise InvalidPromptError(
+                f"context[{i}]={item!r:.60} ({type(item).__name__}) is not accepted: each context item must be a str"
+            )
+    return context
+
+
+def check_target_token(target: object) -> int | None:
+    """LLMLingua's ``target_token``: a token count (it takes floats too), any negative value meaning "use rate"."""
+    if target is None:
+        return None
+    number = as_real(target)
+    if number is None:
+        raise ConfigError(
+            f"target_token={target!r} is not accepted: give a token count (a number >= 0), or -1 to use rate"
+        )
+    return int(round(number)) if number >= 0 else None

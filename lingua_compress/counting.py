@@ -6,11 +6,15 @@ selection can aim at the budget before the final count corrects the rest.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import functools
+import numbers
+import os
+from typing import Any, Callable, Iterable, Sized
 
 import numpy as np
 
 from .errors import ConfigError
+from .models import load_local_first
 from .segment import Segmented
 
 
@@ -77,26 +81,67 @@ def _hf_counter(tok: Any) -> TokenCounter:
 
 
 def make_counter(target_tokenizer: Any, scorer: Any) -> TokenCounter:
-    """A counter for ``target_tokenizer`` (HF tokenizer, tiktoken-like ``encode``, or callable), else the scorer's."""
+    """A counter for ``target_tokenizer``, else the scorer's.
+
+    Accepted: a Hugging Face tokenizer, or its name or local path (loaded from local files first, like the CLI's
+    ``--target-tokenizer``); an object with ``encode(str)`` returning token ids (tiktoken and friends); a callable
+    ``str -> tokens``.
+    """
     if target_tokenizer is None:
         return TokenCounter(lambda t: len(scorer.tokenize(t)[0]), f"scorer:{scorer.name}", lambda t: scorer.tokenize(t)[1])
+    # Before the ``encode`` test below: a str has one (str.encode) and would be asked to encode the prompt.
+    target_tokenizer = resolve_tokenizer(target_tokenizer)
     if hasattr(target_tokenizer, "convert_tokens_to_ids") and callable(target_tokenizer):
         return _hf_counter(target_tokenizer)
     encode = getattr(target_tokenizer, "encode", None)
     if callable(encode):  # tiktoken.Encoding and friends
         name = str(getattr(target_tokenizer, "name", type(target_tokenizer).__name__))
-        return TokenCounter(lambda t: len(encode(t)), name)
+        return TokenCounter(lambda t: _count_tokens(encode(t), f"{name}.encode", ids=True), name)
     if callable(target_tokenizer):
-        name = getattr(target_tokenizer, "__name__", type(target_tokenizer).__name__)
-
-        def count(text: str) -> int:
-            tokens = target_tokenizer(text)
-            if not isinstance(tokens, Sequence):
-                raise ConfigError(f"target_tokenizer must return a list of tokens, got {type(tokens).__name__}")
-            return len(tokens)
-
-        return TokenCounter(count, str(name))
+        name = str(getattr(target_tokenizer, "__name__", type(target_tokenizer).__name__))
+        return TokenCounter(lambda t: _count_tokens(target_tokenizer(t), name, ids=False), name)
     raise ConfigError(
-        f"target_tokenizer={target_tokenizer!r} is not accepted: pass a Hugging Face tokenizer, an object with "
-        "encode(str) -> list, or a callable str -> list"
+        f"target_tokenizer={target_tokenizer!r:.80} is not accepted: pass a Hugging Face tokenizer or its name or "
+        "local path, an object with encode(str) -> list of token ids, or a callable str -> list of tokens"
     )
+
+
+def _count_tokens(tokens: Any, who: str, ids: bool) -> int:
+    """How many tokens a user tokenizer returned: any sized or iterable collection, materialised if need be."""
+    if tokens is None or isinstance(tokens, (str, bytes, numbers.Number)) or not isinstance(tokens, Iterable):
+        kind = type(tokens).__name__
+        raise ConfigError(
+            f"target_tokenizer {who}(text) returned {kind} {tokens!r:.40}; it must return a list of "
+            + ("token ids (ints)" if ids else "tokens")
+        )
+    if not isinstance(tokens, Sized):
+        tokens = list(tokens)  # a generator or other one-shot iterable
+    if ids and isinstance(tokens, (list, tuple)):
+        bad = next((t for t in tokens if isinstance(t, bool) or not isinstance(t, numbers.Integral)), None)
+        if bad is not None:
+            raise ConfigError(
+                f"target_tokenizer {who}(text) returned a list holding {type(bad).__name__} {bad!r:.40}; "
+                "encode must return token ids (ints)"
+            )
+    return len(tokens)
+
+
+def resolve_tokenizer(target_tokenizer: Any) -> Any:
+    """A tokenizer given by name or path, loaded; anything else as it is."""
+    if isinstance(target_tokenizer, (str, os.PathLike)):
+        return load_tokenizer(os.fspath(target_tokenizer))
+    return target_tokenizer
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(name: str) -> Any:
+    """A Hugging Face tokenizer by hub name or local path: local files first, the hub only when reachable."""
+    if not name:
+        raise ConfigError("target_tokenizer='' is not accepted: give a Hugging Face tokenizer name or local path")
+
+    def load(local_files_only: bool) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(name, local_files_only=local_files_only, trust_remote_code=False)
+
+    return load_local_first(load, name, "target_tokenizer")

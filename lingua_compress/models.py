@@ -10,20 +10,27 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from .errors import ConfigError, ModelLoadError
 
+T = TypeVar("T")
 DEFAULT_MODEL = "gemma-3-270m"
 CACHE_ENV = "LINGUA_COMPRESS_CACHE"
 _DEFAULT_DIRNAME = "gemma-3-270m-q4_k_m-bf16"
 _DONE_MARKER = "lingua_compress.ok"
 DEVICE_KINDS = ("cpu", "cuda", "mps")
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+_DEVICE_RE = re.compile(r"(?:auto|(?:cpu|cuda|mps)(?::\d+)?)")
+# What from_pretrained raises for a missing, partial or unreadable model (its own and huggingface_hub's errors
+# are OSError or ValueError subclasses; a tokenizer needing an uninstalled backend raises ImportError).
+_LOAD_ERRORS = (OSError, ValueError, ImportError)
 
 
 def cache_dir() -> Path:
@@ -98,20 +105,34 @@ def _convert_default(target: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def check_spec(model: object, device: object, dtype: object) -> str | None:
+    """Check a model spec without loading anything (so mistakes surface at construction); the model as a str."""
+    if model is not None:
+        if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
+            raise ConfigError(
+                f"model={model!r:.80} is not accepted: give a Hugging Face causal LM id, a local directory, or "
+                f"None for the embedded default ({DEFAULT_MODEL})"
+            )
+        model = os.fspath(model)
+    if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
+        raise ConfigError(f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda[:N]' or 'mps'")
+    if dtype not in DTYPE_NAMES:
+        raise ConfigError(f"dtype={dtype!r} is not supported; use one of {', '.join(map(repr, DTYPE_NAMES))}")
+    return model
+
+
 def resolve_device(device: str) -> str:
     """``auto`` picks cuda, then mps, then cpu; anything else is checked and passed through."""
     import torch
 
+    check_spec(None, device, "auto")
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
-    kind = device.split(":", 1)[0]
-    if kind not in DEVICE_KINDS:
-        raise ConfigError(f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda[:N]' or 'mps'")
-    if kind == "cuda" and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} was asked for but torch sees no CUDA device; use 'auto' or 'cpu'")
     return device
 
@@ -128,10 +149,9 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     """``auto``: bf16 where the hardware computes it natively (CUDA, AVX512-BF16/AMX CPUs), else fp32."""
     import torch
 
+    check_spec(None, "auto", dtype)
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype != "auto":
-        if dtype not in names:
-            raise ConfigError(f"dtype={dtype!r} is not supported; use 'auto', {', '.join(map(repr, names))}")
         return names[dtype]
     if device.startswith("cuda"):
         return torch.bfloat16
@@ -151,24 +171,59 @@ class LoadedModel:
 
 def load_model(model: str | None, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     """Load a causal LM and its tokenizer: the default scorer, a local directory or a hub id."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    model = check_spec(model, device, dtype)
     is_default = model is None or model == DEFAULT_MODEL
     path = str(default_model_path()) if is_default else str(model)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+
+    def load(local_files_only: bool) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=local_files_only)
         lm = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, attn_implementation="eager", trust_remote_code=False
+            path, dtype=torch_dtype, attn_implementation="eager", trust_remote_code=False,
+            local_files_only=local_files_only,
         )
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(_not_found_message(path, exc)) from exc
+        return tok, lm
+
+    tok, lm = load_local_first(load, path, "model")
     if not getattr(tok, "is_fast", False):
         raise ModelLoadError(f"model {path!r} has no fast tokenizer; character offsets need one")
     lm.to(dev).eval()
     return LoadedModel(lm, tok, DEFAULT_MODEL if is_default else path, dev, is_default)
+
+
+def load_local_first(load: Callable[[bool], T], name: str, what: str) -> T:
+    """``load(local_files_only)``: from local files and the hub cache first, from the hub only when it is reachable.
+
+    Offline, huggingface_hub retries every file five times with back-off (~50 s) before giving up; trying the
+    local files first and checking the hub once makes a missing model fail in about a second.
+    """
+    try:
+        return load(True)
+    except ModelLoadError:
+        raise
+    except _LOAD_ERRORS as exc:
+        local_exc = exc
+    if Path(name).exists():
+        raise ModelLoadError(f"{what} {name!r} exists locally but could not be loaded: {_one_line(local_exc)}") \
+            from local_exc
+    if _offline():
+        raise ModelLoadError(_not_found_message(name, what, True, local_exc)) from local_exc
+    try:
+        return load(False)
+    except ModelLoadError:
+        raise
+    except _LOAD_ERRORS as exc:
+        raise ModelLoadError(_not_found_message(name, what, False, exc)) from exc
+
+
+def _offline() -> bool:
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return True
+    return not _online()
 
 
 def _online() -> bool:
@@ -179,17 +234,23 @@ def _online() -> bool:
         return False
 
 
-def _not_found_message(path: str, exc: Exception) -> str:
-    if Path(path).exists():
-        return f"model {path!r} exists locally but could not be loaded: {exc}"
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not _online()
+def _one_line(exc: Exception, limit: int = 400) -> str:
+    # transformers' messages span several lines; the CLI prints errors on one.
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _not_found_message(name: str, what: str, offline: bool, exc: Exception) -> str:
     where = (
-        "this machine is offline (or HF_HUB_OFFLINE=1), so hub ids cannot be fetched"
+        "this machine is offline (or HF_HUB_OFFLINE=1), and it is neither a local path nor in the local "
+        "Hugging Face cache"
         if offline
         else "it is neither a local path nor a hub id that could be fetched"
     )
-    return (
-        f"model {path!r} could not be loaded: {where}. Point model= at a local directory holding a causal LM "
-        f"and its tokenizer (e.g. one written by save_pretrained), or leave model unset for the embedded "
-        f"default ({DEFAULT_MODEL}). Underlying error: {exc}"
-    )
+    if what == "model":
+        fix = (f"Point model= at a local directory holding a causal LM and its tokenizer (e.g. one written by "
+               f"save_pretrained), or leave model unset for the embedded default ({DEFAULT_MODEL})")
+    else:
+        fix = (f"Point {what}= at a local directory holding a tokenizer (e.g. one written by save_pretrained), "
+               f"pass a tokenizer object, or leave it unset to count in the scorer's tokens")
+    return f"{what} {name!r} could not be loaded: {where}. {fix}. Underlying error: {_one_line(exc)}"

@@ -4,6 +4,10 @@ Every unit has a cost in counting tokens and a score (mean surprisal of its own 
 not the next token's). Each window keeps its protected units and then the highest-scoring units until its quota
 is met; each window's rounding error is carried into the next, so the last window is held to the same ratio and
 the whole prompt lands on budget.
+
+A unit is never split for dropping, but no scoring call is unbounded: a window holds at most
+:func:`max_window_tokens` scorer tokens, except a single unit longer than that (base64, a hash, minified code),
+which sits alone in its window and is scored in consecutive chunks of that size.
 """
 
 from __future__ import annotations
@@ -12,13 +16,27 @@ from typing import Callable
 
 import numpy as np
 
-from .scoring import Scorer
+from .scoring import Scorer, ScoringSession
+
+
+LONG_UNIT_TOKENS = 512  # units up to this long never change how windows are planned (prose stays as it was)
+
+
+def max_window_tokens(window_tokens: int) -> int:
+    """The most scorer tokens one ``session.score`` call gets: a window, plus one unit of up to
+    ``max(window_tokens, LONG_UNIT_TOKENS)`` tokens that closes it."""
+    return window_tokens + max(window_tokens, LONG_UNIT_TOKENS)
 
 
 def plan_windows(tokens_per_unit: np.ndarray, window_tokens: int) -> list[tuple[int, int]]:
-    """Consecutive unit ranges of about ``window_tokens`` scorer tokens each."""
+    """Consecutive unit ranges of about ``window_tokens`` scorer tokens each, none over
+    :func:`max_window_tokens` unless it is one unit alone."""
+    limit = max_window_tokens(window_tokens)
     windows, lo, acc = [], 0, 0
     for i, n in enumerate(tokens_per_unit.tolist()):
+        if i > lo and acc + n > limit:  # only a unit over LONG_UNIT_TOKENS gets here: it starts a window
+            windows.append((lo, i))
+            lo, acc = i, 0
         acc += n
         if acc >= window_tokens:
             windows.append((lo, i + 1))
@@ -100,11 +118,13 @@ def score_windows(
     choose: Callable[[int, int, np.ndarray], np.ndarray],
     conditioning: str,
     need: np.ndarray,
+    max_tokens: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every window given the units ``choose`` kept before it. Returns unit scores and the kept mask.
 
     ``cover`` is, per unit, the index of the token whose span covers the unit's first character (global index);
-    ``need`` marks the tokens whose score is used (not whitespace, not in a protected unit).
+    ``need`` marks the tokens whose score is used (not whitespace, not in a protected unit). A window of more
+    than ``max_tokens`` tokens is scored in chunks (see :func:`_score_chunks`).
     """
     n_units = windows[-1][1] if windows else 0
     scores = np.zeros(n_units)
@@ -116,11 +136,31 @@ def score_windows(
         if t1 <= t0:
             keep[lo:hi] = choose(lo, hi, scores[lo:hi])
             continue
-        nll = session.score(ids[t0:t1], need=need[t0:t1])
+        nll, last = _score_chunks(session, ids, need, t0, t1, max_tokens or t1 - t0)
         scores[lo:hi] = unit_scores_from_tokens(nll, owner[t0:t1], lo, hi, cover - t0)
         keep[lo:hi] = choose(lo, hi, scores[lo:hi])
-        session.keep(keep[owner[t0:t1]])
+        session.keep(keep[owner[last:t1]])
     return scores, keep
+
+
+def _score_chunks(session: ScoringSession, ids: np.ndarray, need: np.ndarray, t0: int, t1: int,
+                  size: int) -> tuple[np.ndarray, int]:
+    """NLL of tokens t0..t1 in consecutive chunks of at most ``size``, each conditioned on the chunks before it.
+
+    Returns the NLL and the start of the last chunk, whose ``keep()`` the caller owes once it has chosen.
+    Only one unit longer than a window is chunked, and which of its tokens join the prefix is not known until
+    all of them are scored, while the session cannot take back a ``keep()``: the earlier chunks are kept. So
+    if the unit is then dropped, the text after it is still conditioned on most of it. That is the smaller
+    error: it was there in the original, whereas keeping nothing would score each chunk without its own start.
+    """
+    starts = list(range(t0, t1, size))
+    parts = []
+    for c0 in starts:
+        c1 = min(c0 + size, t1)
+        parts.append(session.score(ids[c0:c1], need=need[c0:c1]))
+        if c0 != starts[-1]:
+            session.keep(np.ones(c1 - c0, dtype=bool))
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), starts[-1]
 
 
 def fit_budget(
@@ -136,14 +176,16 @@ def fit_budget(
 ) -> tuple[np.ndarray, int]:
     """Correct the estimate with exact counts: drop or add back units until ``count`` is within tolerance.
 
-    Returns the final mask and its count.
+    Returns the final mask and its count. An empty result is within tolerance only of a budget under half a
+    token: for any other, a unit that lands closer is added back (if none does, the result stays empty; it is
+    the caller's to say so).
     """
     keep = keep.copy()
     n = count(keep)
     best = (abs(n - target), keep, n)
     for _ in range(max_rounds):
         diff = n - target
-        if abs(diff) <= tolerance:
+        if abs(diff) <= tolerance and (n > 0 or target < 0.5):
             break
         if diff > 0:
             pool = np.flatnonzero(keep & droppable)

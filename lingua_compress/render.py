@@ -1,7 +1,8 @@
 """Rendering: kept units back into text, by their original character offsets.
 
 Text between two kept neighbours is copied verbatim; where units were dropped in between, a single separator
-stands in for them that keeps the line structure (a blank line, a line break or a space).
+stands in for them that keeps the line structure (a blank line, a line break or a space), written with the line
+break the gap itself uses, so a CRLF or CR prompt never comes back with mixed line endings.
 """
 
 from __future__ import annotations
@@ -9,21 +10,22 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import regex
 
-from .segment import CJK_CLASS
+from .segment import CJK_CLASS, line_break, line_view
 
-_NEWLINE_RUN = re.compile(r"\n(?:[ \t\r\f\v]*\n)*")
-_CJK = re.compile(CJK_CLASS)
+_BLANK_LINE = re.compile(r"\n[ \t\f\v]*\n")
+# A letter, digit or mark (a word may end in a vowel sign or virama), outside CJK, whose words have no spaces.
+_WORDISH = regex.compile(rf"(?!{CJK_CLASS})[\p{{L}}\p{{N}}\p{{M}}]")
 
 
 def _separator(gap: str, left: str, right: str) -> str:
-    runs = [m.group().count("\n") for m in _NEWLINE_RUN.finditer(gap)]
-    if runs:
-        return "\n\n" if max(runs) >= 2 else "\n"
+    if "\n" in gap or "\r" in gap:
+        return line_break(gap) * (2 if _BLANK_LINE.search(line_view(gap)) else 1)
     if any(c.isspace() for c in gap):
         return " "
     # A dropped unit glued two kept ones (e.g. "well-known" minus "-"): a space keeps them apart as words.
-    if left.isalnum() and right.isalnum() and not _CJK.match(left) and not _CJK.match(right):
+    if _WORDISH.match(left) and _WORDISH.match(right):
         return " "
     return ""
 

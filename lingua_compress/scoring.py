@@ -14,6 +14,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .errors import ConfigError
+from .kvcache import KVCache, cache_keyword
 from .models import LoadedModel, load_model
 
 VOCAB_MODES = ("restricted", "full")
@@ -79,6 +80,7 @@ class CausalLMScorer:
         self.tokenizer = self.loaded.tokenizer
         lm = self.loaded.model
         self._body = lm.base_model
+        self._cache_keyword = cache_keyword(self._body)  # once: inspecting the signature per forward would cost
         self._head = lm.get_output_embeddings().weight.detach()
         self._softcap = getattr(lm.config, "final_logit_softcapping", None)
         bos = self.tokenizer.bos_token_id
@@ -123,12 +125,13 @@ class CausalLMScorer:
             target_logit = torch.tanh(target_logit / self._softcap) * self._softcap
         return (lse - target_logit).cpu().numpy().astype(np.float32)
 
-    def forward(self, ids: Sequence[int], cache: Any, position_ids: Any = None) -> Any:
+    def forward(self, ids: Sequence[int], cache: KVCache, position_ids: Any = None) -> Any:
         """Final hidden states of ``ids`` appended to ``cache`` (which grows by ``len(ids)``)."""
         torch = self._torch
         x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self._head.device)[None]
+        kwargs = {self._cache_keyword: cache.native}
         with torch.inference_mode():
-            out = self._body(input_ids=x, past_key_values=cache, use_cache=True, position_ids=position_ids)
+            out = self._body(input_ids=x, use_cache=True, position_ids=position_ids, **kwargs)
         return out.last_hidden_state[0]
 
     def token_nll(self, ids: Sequence[int]) -> np.ndarray:
@@ -147,10 +150,10 @@ class CausalLMScorer:
 class CausalLMSession:
     """Window-by-window scoring over a KV cache that holds only the kept prefix.
 
-    Sliding-window layers record their past so a window can be rolled back. In "reuse" mode the kept tokens'
-    cached states are gathered out of the window and positions follow the original text (dropped tokens leave
-    gaps); in "recompute" mode the window is cropped off and its kept tokens are forwarded again, in front of the
-    next window, at contiguous positions.
+    The cache (:class:`~lingua_compress.kvcache.KVCache`) can roll a window back or keep a subset of it. In "reuse"
+    mode the kept tokens' states stay in the cache, computed beside the whole window, and positions follow the
+    original text (dropped tokens leave gaps); in "recompute" mode the window is rolled back and its kept tokens are
+    forwarded again, in front of the next window, at contiguous positions.
     """
 
     def __init__(self, scorer: CausalLMScorer, conditioning: str = "reuse") -> None:
@@ -163,12 +166,7 @@ class CausalLMSession:
         self._reset([])
 
     def _reset(self, tail: list[int]) -> None:
-        from transformers import DynamicCache
-
-        self._cache = DynamicCache(config=self._config)
-        for layer in self._cache.layers:
-            if hasattr(layer, "activate_past_recording"):
-                layer.activate_past_recording()
+        self._cache = KVCache(self._config)
         self._kept: list[int] = []  # ids in the cache, for a rebuild past the model's context
         self._pending = [self._scorer._bos] + tail  # kept ids not in the cache yet
         self._next_pos = 0
@@ -218,32 +216,15 @@ class CausalLMSession:
         self._kept += self._pending
         if self._reuse:
             idx = np.concatenate([np.arange(p), p + np.flatnonzero(mask)])
-            _keep_cached(self._cache, p + len(ids), self._torch.as_tensor(idx))
+            self._cache.keep_last(p + len(ids), idx)
             self._kept += kept_ids
             self._next_pos += p + len(ids)
             self._pending = []
             if len(idx):
                 self._last_hidden = hidden[int(idx[-1])]
         else:
-            self._cache.crop(-len(ids))
+            self._cache.rollback(len(ids))
             self._next_pos += p
             if p:
                 self._last_hidden = hidden[p - 1]
             self._pending = kept_ids
-
-
-def _keep_cached(cache: Any, n_new: int, keep_idx: Any) -> None:
-    """Keep only ``keep_idx`` (indices into the last ``n_new`` cached positions) in every layer of ``cache``."""
-    import torch
-
-    n_drop = n_new - len(keep_idx)
-    for layer in cache.layers:
-        if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
-            continue
-        for name in ("keys", "values"):
-            t = getattr(layer, name)
-            setattr(layer, name, torch.cat([t[..., : t.shape[-2] - n_new, :], t[..., -n_new:, :][..., keep_idx, :]], -2))
-        if getattr(layer, "is_sliding", False):
-            layer.cumulative_length -= n_drop
-            window = layer.sliding_window - 1
-            layer.keys, layer.values = layer.keys[..., -window:, :], layer.values[..., -window:, :]

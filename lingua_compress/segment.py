@@ -1,8 +1,10 @@
 """Segmentation: a prompt becomes parts, sentences and word units, all as character offsets into one text.
 
 Units are the smallest thing the compressor drops. They are whole words (hyphenated words and contractions
-included), runs of punctuation, URLs, and single CJK characters, so a dropped unit never leaves half a word or
-half a multi-byte character behind.
+included), runs of punctuation, URLs, e-mail addresses, and single CJK characters, so a dropped unit never leaves
+half a word or half a multi-byte character behind. Units are grapheme-aware: a letter keeps its combining marks
+(Devanagari vowel signs and virama, Thai vowels, Arabic harakat, decomposed accents), and ZWJ/ZWNJ sequences and
+emoji sequences stay whole. Marks with no base (at the start of the text or after whitespace) belong to no unit.
 """
 
 from __future__ import annotations
@@ -12,24 +14,83 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
+import regex
 
 from .errors import ConfigError, InvalidPromptError
 
 PART_KINDS = ("instruction", "context", "question")
-PART_SEPARATOR = "\n\n"
+PART_SEPARATOR = "\n\n"  # between a Prompt's parts when they have no line breaks of their own
 
-CJK_CLASS = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+_CJK_RANGES = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+CJK_CLASS = rf"[{_CJK_RANGES}]"
 _URL = r"(?:https?://|www\.)[^\s<>\"'`]+[^\s<>\"'`.,;:!?)\]}]"
-# A currency sign or percent glued to a number belongs to it: "$40" must not come out as "40".
-_NUMBER = r"[$€£¥]\d+(?:[.,:/]\d+)*%?|\d+(?:[.,:/]\d+)*%"
-_UNIT_RE = re.compile(rf"{_URL}|{_NUMBER}|{CJK_CLASS}|(?:(?!{CJK_CLASS})\w)+(?:[.,:/'’-](?:(?!{CJK_CLASS})\w)+)*|[^\w\s]+")
-_URL_RE = re.compile(_URL)
+_JOIN = r"[.,:/'’\-\u05be\u05f3\u05f4]"  # inside a word: "well-known", "it's", "3.14"; Hebrew maqaf and geresh
+
+
+def _unit_pattern(word: str, word_cont: str, symbol: str, cjk: str = "", ext: str = "") -> str:
+    """The unit regex over its character classes, each the inside of a ``[...]``: a word's first character, its
+    later ones, punctuation and symbols, CJK characters, and what extends the grapheme cluster before it."""
+    x = f"[{ext}]" if ext else ""
+    w, wx = f"[{word}]", f"[{word_cont}]"
+    email = rf"{w}[{word_cont}.%+\-]*@{w}[{word_cont}\-]*(?:\.{w}[{word_cont}\-]*)+"
+    # A currency sign or percent glued to a number belongs to it: "$40" must not come out as "40".
+    number = rf"(?:[$€£¥]\d+(?:[.,:/]\d+)*%?|\d+(?:[.,:/]\d+)*%)" + (f"(?!{x})" if ext else "")
+    cjk_unit = f"|[{cjk}]{x}*" if cjk else ""  # one character (CJK words have no spaces between them)
+    symbols = f"[{symbol}](?:[{symbol}]|{x})*" if ext else f"[{symbol}]+"
+    return rf"(?P<url>{_URL})|(?P<email>{email})|{number}{cjk_unit}|{w}{wx}*(?:{_JOIN}{w}{wx}*)*|{symbols}"
+
+
+# What continues the grapheme cluster before it (UAX #29 Extend, SpacingMark, ZWJ: marks, ZWNJ, emoji modifiers).
+# Classes instead of \X: a unit is a base character followed by these, which is \X for every cluster a unit can
+# start with, and scans several times faster. Nothing starts with them, so a mark with no base opens no unit.
+_EXT = r"\p{M}\p{GCB=Extend}\p{GCB=SpacingMark}\p{GCB=ZWJ}"
+_WORD_CHARS = r"\p{L}\p{N}_\p{GCB=Prepend}"
+_UNIT_RE = regex.compile(_unit_pattern(
+    word=rf"[{_WORD_CHARS}]--[{_CJK_RANGES}{_EXT}]",
+    word_cont=rf"[[{_WORD_CHARS}{_EXT}]--[{_CJK_RANGES}]]",
+    symbol=rf"[^\s\u200b{_WORD_CHARS}{_CJK_RANGES}{_EXT}]",  # ZWSP separates Thai and Khmer words: a gap
+    cjk=rf"[{_CJK_RANGES}]--[{_EXT}]",
+    ext=_EXT,
+), regex.V1)
+# The same units for ASCII text, where no character extends another: the stdlib engine is ~3x faster than regex's.
+_ASCII_UNIT_RE = re.compile(_unit_pattern("A-Za-z0-9_", "A-Za-z0-9_", r"^\sA-Za-z0-9_"), re.ASCII)
+_PROTECTED_KINDS = ("url", "email")
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+_LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
 _BLOCK_SPLIT_RE = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends at . ! ? (and CJK stops) followed by whitespace, or at a line break.
-_SENTENCE_END_RE = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?。！？])\s+|\n\s*")
 _IDENTIFIER_RE = re.compile(r"\d|_|[a-z][A-Z]")
 _OPERATOR_RE = re.compile(r"[-+*/×÷=<>^()\[\]]+")
 _VARIABLE_RE = re.compile(r"(?![aAI]$)[A-Za-z]")  # a one-letter unknown, not the words "a" and "I"
+
+
+def line_view(text: str) -> str:
+    """``text`` with CRLF and CR line breaks as LF, same length, so that offsets found in it index ``text``.
+
+    The structural regexes (blocks, sentences, lines) read this view; units and rendering use ``text`` itself.
+    """
+    if "\r" not in text:
+        return text
+    return text.replace("\r\n", "\n ").replace("\r", "\n")
+
+
+def line_break(text: str) -> str:
+    """The first line break ``text`` uses (CRLF, CR or LF); LF when it has none."""
+    m = _LINE_BREAK_RE.search(text)
+    return m.group() if m else "\n"
+
+
+def check_text(text: str, name: str) -> None:
+    """Reject text that is not valid Unicode: a lone surrogate (left by a bad decode) breaks every tokenizer."""
+    m = _SURROGATE_RE.search(text)
+    if m:
+        i = m.start()
+        raise InvalidPromptError(
+            f"{name} contains a lone surrogate U+{ord(m.group()):04X} at character {i} "
+            f"(near {ascii(text[max(0, i - 20) : i + 20])}); it is not valid Unicode, usually left by decoding "
+            "bytes with errors='surrogateescape'. Pass valid text, e.g. decode with errors='replace'"
+        )
 
 
 @dataclass(frozen=True)
@@ -37,7 +98,8 @@ class Prompt:
     """A structured prompt: an instruction, demonstrations (or retrieved context) and a question.
 
     The instruction and question are compressed lightly; demonstrations carry most of the cut and may be dropped
-    whole by the coarse stage.
+    whole by the coarse stage. ``demonstrations`` is a sequence of str; pass ``()`` for none (``None`` is rejected:
+    taking it as empty would hide a missing retrieval result).
     """
 
     instruction: str = ""
@@ -49,15 +111,21 @@ class Prompt:
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise InvalidPromptError(f"Prompt.{name} must be a str, got {type(value).__name__}: {value!r:.60}")
+            check_text(value, f"Prompt.{name}")
         demos = self.demonstrations
         if isinstance(demos, str):
-            raise InvalidPromptError("Prompt.demonstrations must be a sequence of str, got a single str")
+            raise InvalidPromptError("Prompt.demonstrations must be a sequence of str, got a single str: wrap it in "
+                                     "a list")
+        if not isinstance(demos, Iterable):
+            raise InvalidPromptError(f"Prompt.demonstrations must be a sequence of str (() for none), got "
+                                     f"{type(demos).__name__}: {demos!r:.60}")
         demos = tuple(demos)
         for i, demo in enumerate(demos):
             if not isinstance(demo, str):
                 raise InvalidPromptError(
                     f"Prompt.demonstrations[{i}] must be a str, got {type(demo).__name__}: {demo!r:.60}"
                 )
+            check_text(demo, f"Prompt.demonstrations[{i}]")
         object.__setattr__(self, "demonstrations", demos)
 
 
@@ -104,9 +172,13 @@ def _blocks(text: str, offset: int) -> list[tuple[int, int]]:
 
 
 def build_parts(prompt: str | Prompt) -> tuple[str, tuple[Part, ...]]:
-    """Join a prompt into one text and name its parts. A plain string's blank-line blocks become context parts."""
+    """Join a prompt into one text and name its parts. A plain string's blank-line blocks become context parts.
+
+    A Prompt's parts are joined by a blank line in the line ending they use, so a CRLF prompt stays CRLF.
+    """
     if isinstance(prompt, str):
-        return prompt, tuple(Part("context", s, e) for s, e in _blocks(prompt, 0))
+        check_text(prompt, "prompt")
+        return prompt, tuple(Part("context", s, e) for s, e in _blocks(line_view(prompt), 0))
     if not isinstance(prompt, Prompt):
         raise InvalidPromptError(
             f"prompt must be a str or a lingua_compress.Prompt, got {type(prompt).__name__}: {prompt!r:.60}"
@@ -114,12 +186,14 @@ def build_parts(prompt: str | Prompt) -> tuple[str, tuple[Part, ...]]:
     pieces = [("instruction", prompt.instruction)]
     pieces += [("context", d) for d in prompt.demonstrations]
     pieces.append(("question", prompt.question))
+    breaks = (line_break(p) for _, p in pieces if "\r" in p or "\n" in p)
+    separator = next(breaks, "\n") * 2
     text, parts = "", []
     for kind, piece in pieces:
         if not piece.strip():
             continue
         if text:
-            text += PART_SEPARATOR
+            text += separator
         parts.append(Part(kind, len(text), len(text) + len(piece)))
         text += piece
     return text, tuple(parts)
@@ -210,15 +284,17 @@ def segment(
     """Split a prompt into parts, sentences and units, marking protected units.
 
     Protected units are never dropped by the token pass: by default anything with a digit (numbers, amounts,
-    dates, ids), identifiers (snake_case, camelCase) and URLs. Units overlapping a ``keep`` match are forced:
-    the coarse stage keeps their sentence and part too, so they always survive.
+    dates, ids), identifiers (snake_case, camelCase), URLs and e-mail addresses. Units overlapping a ``keep`` match
+    are forced: the coarse stage keeps their sentence and part too, so they always survive.
     """
     text, parts = build_parts(prompt)
-    sentences = _sentences(text, parts)
+    view = line_view(text)  # line structure in CRLF or CR text reads like LF; offsets stay those of text
+    sentences = _sentences(view, parts)
+    unit_re = _ASCII_UNIT_RE if text.isascii() else _UNIT_RE
     starts, ends, part_idx, sent_idx, protected = [], [], [], [], []
     si = 0
     for pi, part in enumerate(parts):
-        for m in _UNIT_RE.finditer(text, part.start, part.end):
+        for m in unit_re.finditer(text, part.start, part.end):
             while si < len(sentences) - 1 and sentences[si][1] <= m.start():
                 si += 1
             word = m.group()
@@ -226,10 +302,11 @@ def segment(
             ends.append(m.end())
             part_idx.append(pi)
             sent_idx.append(si)
-            protected.append(protect_defaults and bool(_IDENTIFIER_RE.search(word) or _URL_RE.fullmatch(word)))
+            protected.append(protect_defaults
+                             and (m.lastgroup in _PROTECTED_KINDS or bool(_IDENTIFIER_RE.search(word))))
     if protect_defaults:
-        _protect_operators(text, starts, ends, protected)
-        _protect_template(text, parts, starts, ends, part_idx, protected)
+        _protect_operators(view, starts, ends, protected)
+        _protect_template(view, parts, starts, ends, part_idx, protected)
     unit_start = np.array(starts, dtype=np.int64)
     unit_end = np.array(ends, dtype=np.int64)
     forced = np.zeros(len(starts), dtype=bool)

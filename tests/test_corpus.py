@@ -198,3 +198,75 @@ def test_ray_engine_writes_the_same_records_as_local(two_workers, tiny_path, cor
     by_line = lambda r: r["line"]  # noqa: E731
     assert sorted(read_jsonl(tmp_path / "out.jsonl.rejects.jsonl"), key=by_line) == sorted(
         read_jsonl(local.with_name("out.jsonl.rejects.jsonl")), key=by_line)
+
+
+@pytest.mark.parametrize("flag", ["-o", "--rejects"])
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_directory_for_output_or_rejects_is_a_usage_error(corpus, tmp_path, capsys, flag, resume):
+    args = {"-o": str(tmp_path / "out.jsonl"), "--rejects": str(tmp_path / "rej.jsonl")}
+    args[flag] = str(tmp_path)
+    argv = ["-i", str(corpus), "-q", "--model", "never-loaded", *[x for kv in args.items() for x in kv]]
+    assert main(argv + (["--resume"] if resume else [])) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is a directory" in err and "give a file path" in err
+    assert "--resume" not in err  # rerunning cannot help
+
+
+class _RaisingCompressor:
+    """Stands in for a Compressor that refuses text with a lone surrogate, naming its position."""
+
+    def compress(self, text, ratio, *, target_tokens=None):
+        from types import SimpleNamespace
+
+        from lingua_compress.errors import InvalidPromptError
+
+        for pos, ch in enumerate(text):
+            if "\ud800" <= ch <= "\udfff":
+                raise InvalidPromptError(f"text has a lone surrogate {ch!r} at position {pos}; it is not valid "
+                                         f"Unicode text")
+        return SimpleNamespace(text=text[: len(text) // 2], original_tokens=len(text), compressed_tokens=len(text) // 2)
+
+
+def _in_process_engine(engine, tasks, spec, workers, **kwargs):
+    from lingua_compress.corpus.worker import RecordCompressor
+
+    worker = RecordCompressor(spec)
+    worker.compressor = _RaisingCompressor()
+    return (worker(task) for task in tasks)
+
+
+SURROGATE_LINES = (
+    '{"id": "good", "text": "Natalia sold clips."}',
+    '{"id": "bad", "text": "Natalia \\ud800 sold clips."}',  # a lone surrogate in the text
+    '{"id": "x\\ud800", "text": "Weng earns money."}',  # ... in the id of a good record
+    '{"id": "y\\ud800", "text": "   "}',  # ... in the id of a rejected record
+)
+
+
+def test_lone_surrogates_are_rejected_with_the_compressor_message(tmp_path, monkeypatch):
+    import lingua_compress.corpus.job as job
+
+    monkeypatch.setattr(job, "run_engine", _in_process_engine)
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(SURROGATE_LINES) + "\n")
+    out = tmp_path / "out.jsonl"
+    summary = compress_corpus(src, out, model="never-loaded", progress=False)
+    assert (summary.records_out, summary.records_rejected) == (2, 2)
+    assert set(records_by_id(out)) == {"good", "x\ud800"}  # written as valid UTF-8 (\u escapes), read back the same
+    rejects = {r["line"]: r for r in read_jsonl(tmp_path / "out.jsonl.rejects.jsonl")}
+    assert rejects[2]["reason"] == ("compression failed: InvalidPromptError: text has a lone surrogate '\\ud800' at "
+                                    "position 8; it is not valid Unicode text")
+    assert rejects[4]["id"] == "y\ud800" and "empty text" in rejects[4]["reason"]
+    # a resume reads those lines back and finds everything done
+    again = compress_corpus(src, out, model="never-loaded", progress=False, resume=True)
+    assert (again.records_out, again.records_skipped, again.records_rejected) == (0, 2, 2)
+
+
+def test_lone_surrogate_through_the_cli_and_a_real_worker(tiny_path, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(SURROGATE_LINES) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["-i", str(src), "-o", str(out), "--model", tiny_path, "--device", "cpu", "-q"]) == 0
+    assert set(records_by_id(out)) == {"good", "x\ud800"}
+    reason = {r["line"]: r["reason"] for r in read_jsonl(tmp_path / "out.jsonl.rejects.jsonl")}[2]
+    assert reason.startswith("compression failed: ") and "\n" not in reason and "Traceback" not in reason

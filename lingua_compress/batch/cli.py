@@ -1,7 +1,11 @@
 """``lingua-compress batch``: answer a JSONL file of questions in batches, resumably, with a JSON cost summary.
 
 Exit codes: 0 every item ok, 1 some items ended with another status (see the output), 2 bad arguments or
-input, 3 the model or the API failed.
+input, 3 the model or the API failed (also when a call still failed after its re-asks: the answers that came
+back are written, and a rerun asks the rest).
+
+Reruns are idempotent: the output holds one line per id; ids answered ``ok`` are skipped and the others are asked
+again, their new line replacing the old one.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError, LinguaCompressError
+from .answers import check_paths, id_value, jsonl_rows, load_answers, rewrite_answers, row_id, to_json_line
 from .cost import CostReport, Prices
 from .runner import BatchConfig, run_batched
-from .types import GSM8K_PATTERN, BatchFormat, Sample
+from .types import GSM8K_PATTERN, BatchFormat, ItemResult, Sample
 
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_API = 0, 1, 2, 3
 _CALC = re.compile(r"<<[^>]*>>")
 
 
@@ -29,32 +35,33 @@ def gsm8k_answer(text: str) -> str:
 
 
 def read_samples(path: Path, fields: Sequence[str], answer_field: str | None, *, gsm8k: bool = False) -> list[Sample]:
-    """Samples from JSONL: ``id`` (default: the line number), the input ``fields``, and optionally an answer."""
-    samples = []
-    with open(path, encoding="utf-8") as handle:
-        for n, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{n} is not valid JSON: {exc}") from exc
-            missing = [f for f in fields if not isinstance(row.get(f), str)]
-            if missing:
-                raise ConfigError(f"{path}:{n} lacks string field(s) {missing}; set them with --fields")
-            answer = row.get(answer_field) if answer_field else None
-            if answer is not None and gsm8k:
-                answer = gsm8k_answer(str(answer))
-            inputs: Any = row[fields[0]] if fields == ["question"] else {f: row[f] for f in fields}
-            samples.append(Sample(str(row.get("id", n)), inputs, None if answer is None else str(answer)))
+    """Samples from JSONL: ``id`` (a string or an integer; default: the line number), the input ``fields``, and
+    with ``answer_field`` the answer. Ids must be unique across the file; ``Sample.id`` is the id's JSON text
+    (see :mod:`.answers`), so ``4`` and ``"4"`` stay two ids."""
+    samples, first = [], {}
+    for n, row in jsonl_rows(path):
+        key = row_id(path, n, row, first)
+        missing = [f for f in fields if not isinstance(row.get(f), str)]
+        if missing:
+            raise ConfigError(f"{path}:{n} lacks string field(s) {missing}; set them with --fields")
+        answer = row.get(answer_field) if answer_field else None
+        if answer_field and answer is None:
+            raise ConfigError(f"{path}:{n} lacks the answer field {answer_field!r} a demonstration needs; "
+                              f"set it with --answer-field")
+        if answer is not None and gsm8k:
+            answer = gsm8k_answer(str(answer))
+        inputs: Any = row[fields[0]] if list(fields) == ["question"] else {f: row[f] for f in fields}
+        samples.append(Sample(key, inputs, None if answer is None else str(answer)))
     return samples
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lingua-compress batch", description=__doc__.splitlines()[0])
-    p.add_argument("questions", type=Path, help="JSONL with an 'id' and the input field(s) per line")
+    p.add_argument("questions", type=Path,
+                   help="JSONL with the input field(s) and a unique 'id' (string or integer; default: line number)")
     p.add_argument("--demos", type=Path, help="JSONL demonstrations with the input field(s) and an answer")
-    p.add_argument("-o", "--output", type=Path, required=True, help="answers JSONL (appended; ids done are skipped)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="answers JSONL, one line per id; a rerun skips ids answered ok and asks the rest again")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--auto-demo", action="store_true", help="ask the model to repeat each question first")
     p.add_argument("--json-answers", action="store_true", help="ask for answers as one JSON object")
@@ -82,17 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _done_ids(path: Path) -> set[str]:
-    done: set[str] = set()
+def _resume(path: Path, samples: Sequence[Sample]) -> tuple[set[str], list[Sample]]:
+    """Ids already answered ``ok`` in ``path``, and the samples still to ask. ``path`` is rewritten to one line
+    per id first, without the lines of the ids about to be asked again: each gets exactly one new line."""
+    rows = load_answers(path)
+    wanted = {s.id for s in samples}
+    done = {key for key, row in rows.items() if key in wanted and row.get("status") == "ok"}
     if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by an interrupted run; its id is asked again
-            if row.get("status") == "ok":
-                done.add(str(row.get("id")))
-    return done
+        rewrite_answers(path, (row for key, row in rows.items() if key in done or key not in wanted))
+    return done, [s for s in samples if s.id not in done]
+
+
+def _row(r: ItemResult) -> dict[str, Any]:
+    return {"id": id_value(r.id), "status": r.status, "answer": r.final, "text": r.answer, "note": r.note,
+            "attempts": r.attempts}
 
 
 def _target(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -112,6 +122,7 @@ def _target(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_paths(args.output, (args.questions, args.demos))
     fields = [f.strip() for f in args.fields.split(",") if f.strip()]
     samples = read_samples(args.questions, fields, None)
     demos = read_samples(args.demos, fields, args.answer_field, gsm8k=args.gsm8k) if args.demos else []
@@ -121,30 +132,37 @@ def run(args: argparse.Namespace) -> int:
     config = BatchConfig(batch_size=args.batch_size, group=args.group, seed=args.seed, ratio=args.ratio,
                          max_tokens_per_item=args.max_tokens_per_item, max_retries=args.max_retries)
     prices = Prices(args.price_in, args.price_out) if args.price_in is not None and args.price_out is not None else None
-    done = _done_ids(args.output)
-    todo = [s for s in samples if s.id not in done]
+    done, todo = _resume(args.output, samples)
     llm, compressor = _target(args) if todo else (None, None)
     from tqdm import tqdm
 
-    reports, statuses = [], {"ok": len(done & {s.id for s in samples})}
-    with tqdm(total=len(samples), initial=len(samples) - len(todo), file=sys.stderr, unit="q") as bar, \
+    reports, statuses, call_errors = [], {"ok": len(done)} if done else {}, []
+    with tqdm(total=len(samples), initial=len(done), file=sys.stderr, unit="q") as bar, \
             open(args.output, "a", encoding="utf-8") as out:
         step = max(args.chunk, args.batch_size)
         for lo in range(0, len(todo), step):
             res = run_batched(todo[lo : lo + step], llm, demos=demos, instruction=args.instruction, config=config,
                               fmt=fmt, compressor=compressor, prices=prices, progress=bar.update)
             for r in res.items.values():
-                out.write(json.dumps({"id": r.id, "status": r.status, "answer": r.final, "text": r.answer,
-                                      "note": r.note, "attempts": r.attempts}, ensure_ascii=False) + "\n")
+                out.write(to_json_line(_row(r)) + "\n")
                 statuses[r.status] = statuses.get(r.status, 0) + 1
+                if r.call_error is not None:
+                    call_errors.append(r.call_error)
             out.flush()  # a checkpoint: an interrupted run resumes after the last chunk written
             reports.append(res.cost)
-    summary: dict[str, Any] = {"questions": len(samples), "skipped_already_ok": len(samples) - len(todo),
-                               "statuses": statuses}
+    summary: dict[str, Any] = {"questions": len(samples), "skipped_already_ok": len(done), "statuses": statuses}
     if reports:
         summary["cost"] = CostReport.merge(reports).to_dict()
     print(json.dumps(summary, indent=2))
-    return 0 if statuses.get("ok", 0) == len(samples) else 1
+    return _exit_code(statuses.get("ok", 0) == len(samples), call_errors)
+
+
+def _exit_code(all_ok: bool, call_errors: Sequence[str]) -> int:
+    if call_errors:
+        print(f"lingua-compress batch: failed: {len(call_errors)} question(s) got no answer because the API call "
+              f"failed (first error: {call_errors[0]}); rerun the same command to ask them again", file=sys.stderr)
+        return EXIT_API
+    return EXIT_OK if all_ok else EXIT_SOME_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except ConfigError as exc:
         print(f"lingua-compress batch: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except (OSError, LinguaCompressError) as exc:
         print(f"lingua-compress batch: failed: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_API
 
 
 if __name__ == "__main__":

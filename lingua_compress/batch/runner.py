@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import ConfigError, LinguaCompressError
+from ..errors import ConfigError, LinguaCompressError, ModelLoadError
 from ..llm.base import Completion, rough_token_count
 from .cost import CostReport, Prices
 from .group import STRATEGIES, Embed, Group, make_groups
@@ -83,6 +84,11 @@ class RunResult:
     def status_counts(self) -> dict[str, int]:
         return dict(Counter(r.status for r in self.items.values()))
 
+    @property
+    def call_failures(self) -> tuple[str, ...]:
+        """Ids whose call failed on every attempt (no answer was ever seen), in sample order."""
+        return tuple(i for i, r in self.items.items() if r.call_error is not None)
+
 
 @dataclass
 class _Tally:
@@ -101,6 +107,8 @@ class _Run:
         self.by_id = {s.id: s for s in samples}
         self.llm, self.prefix, self.cfg, self.count = llm, prefix, cfg, count
         self.progress = progress
+        self.reported: set[str] = set()  # ids the progress callback has counted: re-asks must not count again
+        self.lock = threading.Lock()
         self.tally = _Tally()
         self.extra: list[str] = []
         self.chat = bool(getattr(llm, "chat", False))
@@ -115,9 +123,12 @@ class _Run:
         try:
             comp = self.llm.complete(batch.prompt, max_tokens=batch.max_tokens, stop=batch.stop,
                                      temperature=self.cfg.temperature)
+        except ModelLoadError:
+            raise  # no call can succeed: stop the run rather than fail every batch the same way
         except LinguaCompressError as exc:  # one failed call must not lose the other batches' answers
             comp = None
-            items = [ItemResult(s.id, k, "missing", note=f"call failed: {exc}") for k, s in enumerate(members, 1)]
+            items = [ItemResult(s.id, k, "missing", note=f"call failed: {exc}", call_error=str(exc))
+                     for k, s in enumerate(members, 1)]
         else:
             parsed = parse_completion(comp.text, batch, members, self.prefix.fmt,
                                       finish_reason=comp.finish_reason, prefix=self.prefix)
@@ -126,9 +137,17 @@ class _Run:
         self._account(batch, comp)
         if batch.target_id is not None:
             items = [r for r in items if r.id == batch.target_id]
-        if self.progress is not None:
-            self.progress(len(items))
+        self._report_progress(items)
         return items
+
+    def _report_progress(self, items: Sequence[ItemResult]) -> None:
+        if self.progress is None:
+            return
+        with self.lock:  # calls run on several threads
+            new = {r.id for r in items} - self.reported
+            self.reported |= new
+        if new:
+            self.progress(len(new))
 
     def _account(self, batch: Batch, comp: Completion | None) -> None:
         t = self.tally
@@ -192,8 +211,10 @@ def run_batched(
             break
         retry = make_groups(failed, retry_size, "sequential")
         for r in run.run_groups(retry):
-            # A re-ask replaces the earlier result only when it did better; the attempt count is kept either way.
-            keep = r if r.ok else results[r.id]
+            # A re-ask replaces the earlier result only when it did better (an answer, or at least a reply where
+            # the call had failed); the attempt count is kept either way.
+            before = results[r.id]
+            keep = r if r.ok or (before.call_error is not None and r.call_error is None) else before
             results[r.id] = replace(keep, attempts=attempt)
     run.tally.retry_calls = run.tally.calls - first_calls
     cost = _report(samples, demos, instruction, fmt, prefix, run, count, tok_name, prices)

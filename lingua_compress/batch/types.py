@@ -162,7 +162,8 @@ class Batch:
 @dataclass(frozen=True)
 class ItemResult:
     """What the parser made of one slot. ``answer`` is the whole answer text, ``final`` the extracted value
-    (``answer_pattern``), ``echo`` the repeated question in Auto-Demo style."""
+    (``answer_pattern``), ``echo`` the repeated question in Auto-Demo style. ``call_error`` is set (status
+    "missing") when the call itself failed, so no answer was ever seen: the API's fault, not the model's."""
 
     id: str
     slot: int
@@ -172,6 +173,7 @@ class ItemResult:
     echo: str | None = None
     note: str = ""
     attempts: int = 1
+    call_error: str | None = None
 
     @property
     def ok(self) -> bool:

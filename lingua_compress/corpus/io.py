@@ -39,6 +39,18 @@ def id_key(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+def to_json_line(obj: Any) -> str:
+    """``obj`` as one JSON line that is always valid UTF-8. Non-ASCII text stays readable, but a lone surrogate
+    (legal in JSON and in a Python str, not encodable in UTF-8) makes the line use ``\\u`` escapes instead, which
+    load back to the same value; written as is, it would stop the whole job at the write."""
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj)
+    return text
+
+
 def _txt_paths(source: str) -> list[str] | None:
     """The sorted .txt files a folder or glob names, or None when ``source`` is a single file.
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 from ..config import CompressionConfig, check_ratio, check_target_tokens
 from ..errors import ConfigError
 from .engines import ENGINES, check_engine, run_engine
-from .io import Item, JsonlLog, check_source, count_records, id_key, iter_items
+from .io import Item, JsonlLog, check_source, count_records, id_key, iter_items, to_json_line
 from .worker import Outcome, Task, WorkerSpec
 
 DEFAULT_RATIO = 0.3
@@ -170,6 +170,8 @@ def _check_job(source: str, out_path: Path, rej_path: Path, engine: str, workers
     check_source(source)
     if isinstance(chunk_records, bool) or not isinstance(chunk_records, int) or chunk_records < 1:
         raise ConfigError(f"chunk_records={chunk_records!r} must be an int >= 1")
+    _check_file_path(out_path, "output", "out.jsonl")
+    _check_file_path(rej_path, "rejects", "rejects.jsonl")
     if out_path.resolve() == rej_path.resolve():
         raise ConfigError(f"the output and rejects files are the same path: {out_path}")
     if source != "-" and Path(source).is_file() and Path(source).resolve() == out_path.resolve():
@@ -177,6 +179,18 @@ def _check_job(source: str, out_path: Path, rej_path: Path, engine: str, workers
     if not resume and out_path.exists() and out_path.stat().st_size > 0:
         raise ConfigError(f"output {out_path} already has records: pass resume=True (--resume) to continue "
                           f"that job, or remove the file to start over")
+
+
+def _check_file_path(path: Path, what: str, example: str) -> None:
+    # Caught here, a wrong path is a usage error with its fix; caught at the first write it looked like a
+    # failed job and the advice was to resume it, which fails the same way.
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory: give a file path, e.g. {path / example}")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {path} cannot be created: {parent} is a file, not a folder")
 
 
 def _check_settings(path: Path, spec: WorkerSpec, id_field: str, resume: bool) -> None:
@@ -245,7 +259,7 @@ def _reject(rej: JsonlLog, logged: set[Any], tally: _Tally, line: int, ident: An
         return
     logged.add(line)
     entry = {"line": line, "id": ident, "reason": reason, "input": source}
-    rej.write(json.dumps(entry, ensure_ascii=False))
+    rej.write(to_json_line(entry))
 
 
 def _id(key: str) -> Any:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import CompressionConfig
 from ..errors import ConfigError, ModelLoadError
+from .io import to_json_line
 
 ORIGINAL_TOKENS = "original_tokens"
 COMPRESSED_TOKENS = "compressed_tokens"
@@ -83,5 +83,5 @@ class RecordCompressor:
         out[spec.output_field] = res.text
         out[ORIGINAL_TOKENS] = res.original_tokens
         out[COMPRESSED_TOKENS] = res.compressed_tokens
-        line = json.dumps(out, ensure_ascii=False)
+        line = to_json_line(out)
         return Outcome(task.key, task.line, line, res.original_tokens, res.compressed_tokens)

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any, Sequence
 
+from ..kvcache import cache_keyword
 from .base import Completion, Message, check_prompt, cut_at_stop, messages_to_text
 
 
@@ -78,9 +79,11 @@ class LocalLLM:
         eos = {e for t in eos for e in (t if isinstance(t, (list, tuple)) else [t])}
         longest = max((len(s) for s in stops), default=0)
         new: list[int] = []
+        # The cache is updated in place, so it is passed again rather than read back from the output (whose
+        # attribute, like the argument, changed name within transformers 5.x).
+        cache = {cache_keyword(lm): DynamicCache(config=lm.config)}
         with torch.inference_mode():
-            out = lm(torch.tensor([ids], device=lm.device), past_key_values=DynamicCache(config=lm.config),
-                     use_cache=True, logits_to_keep=1)
+            out = lm(torch.tensor([ids], device=lm.device), use_cache=True, logits_to_keep=1, **cache)
             while len(new) < max_tokens:
                 nxt = int(out.logits[0, -1].argmax())
                 if nxt in eos:
@@ -88,6 +91,5 @@ class LocalLLM:
                 new.append(nxt)
                 if stops and any(s in tok.decode(new[-(longest + 4):]) for s in stops):
                     break
-                out = lm(torch.tensor([[nxt]], device=lm.device), past_key_values=out.past_key_values,
-                         use_cache=True)
+                out = lm(torch.tensor([[nxt]], device=lm.device), use_cache=True, **cache)
         return new, False

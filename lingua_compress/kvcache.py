@@ -1,0 +1,129 @@
+"""The key/value cache of a scoring session: the one place that knows how transformers' cache works.
+
+Scoring needs three things a generation cache is not built for: roll a window back, keep an arbitrary subset of it
+(the kept tokens of a pruned window), and stay small on sliding-window layers. transformers' cache API has moved
+within 5.x (the forward argument was renamed ``past_key_values`` -> ``cache`` in 5.24, sliding layers learned to
+record their past in 5.15, ``crop``'s argument changed meaning), so this module works out once what the installed
+version offers and everything else goes through :class:`KVCache`. tests/test_kvcache.py checks it against one
+uncached forward masked to what each token saw, on the oldest supported and the newest transformers (.ci/run).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Sequence
+
+_NEW_KEYWORD = "cache"  # transformers >= 5.24
+_OLD_KEYWORD = "past_key_values"  # deprecated in 5.24, removed in 5.40
+
+
+@functools.lru_cache(maxsize=None)
+def _keyword_for(forward: Any) -> str:
+    try:
+        params = inspect.signature(forward).parameters  # follows functools.wraps, as transformers' decorators use
+    except (TypeError, ValueError):
+        return _OLD_KEYWORD
+    return _NEW_KEYWORD if _NEW_KEYWORD in params else _OLD_KEYWORD
+
+
+def cache_keyword(module: Any) -> str:
+    """The name under which ``module``'s forward takes the KV cache. Read once per model class, not per call.
+
+    Models that name neither (``**kwargs`` only) get the old name, which every transformers 5.x before 5.40 accepts.
+    """
+    return _keyword_for(type(module).forward)
+
+
+@functools.lru_cache(maxsize=None)
+def can_bound_sliding_layers() -> bool:
+    """Whether sliding-window cache layers can record their past, hence be rolled back (transformers >= 5.15)."""
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    return hasattr(DynamicSlidingWindowLayer, "activate_past_recording")
+
+
+class KVCache:
+    """A model's KV cache that can roll back and keep a subset of its most recent positions.
+
+    Positions are counted in cache slots: a kept subset is packed together, and sliding-window attention spans the
+    last ``sliding_window`` slots (the model's RoPE positions are the caller's business, via ``position_ids``).
+
+    ``bound_sliding`` (default: whenever transformers supports it) keeps sliding-window layers at their window
+    between forwards. Without it every layer holds the whole prefix and the attention mask alone applies the window:
+    the same scores, but more memory and attention work on long prompts.
+    """
+
+    def __init__(self, config: Any, *, bound_sliding: bool | None = None) -> None:
+        from transformers import DynamicCache
+
+        if bound_sliding is None:
+            bound_sliding = can_bound_sliding_layers()
+        elif bound_sliding and not can_bound_sliding_layers():
+            raise ValueError("bound_sliding=True needs transformers >= 5.15 (sliding layers that record their past)")
+        self._bounded = bound_sliding
+        if bound_sliding:
+            self._cache = DynamicCache(config=config)
+            for layer in self._cache.layers:
+                if getattr(layer, "is_sliding", False):
+                    # Without it a sliding layer forgets what falls out of its window at once, and cannot roll back.
+                    layer.activate_past_recording()
+        else:
+            self._cache = DynamicCache()  # no config: plain full layers, grown as the model writes them
+
+    @property
+    def native(self) -> Any:
+        """The transformers cache object, to pass to a forward under :func:`cache_keyword`."""
+        return self._cache
+
+    def __len__(self) -> int:
+        """Positions the cache stands for (sliding layers may hold fewer of them)."""
+        return int(self._cache.get_seq_length())
+
+    def stored_lengths(self) -> list[int]:
+        """Positions each layer actually holds in memory."""
+        return [0 if states is None else states[0].shape[-2] for states in map(_states, self._cache.layers)]
+
+    def rollback(self, n: int) -> None:
+        """Forget the last ``n`` positions in every layer, as if they had never been forwarded."""
+        self._check(n)
+        if n:
+            self._cache.crop(-n)  # negative means "remove n" in every 5.x; positive meant a length before 5.18
+        self._trim()
+
+    def keep_last(self, n: int, keep: Sequence[int]) -> None:
+        """Of the last ``n`` positions keep only ``keep`` (ascending indices into them), packed at the end."""
+        import torch
+
+        self._check(n)
+        if n == 0:
+            return
+        kept = []
+        for layer in self._cache.layers:
+            states = _states(layer)
+            if states is None:
+                kept.append(None)
+                continue
+            idx = torch.as_tensor(keep, dtype=torch.long, device=states[0].device)
+            kept.append(tuple(t[..., -n:, :].index_select(-2, idx) for t in states))
+        # Crop, then re-append through the cache's own update: it keeps each layer's bookkeeping (lengths, windows).
+        self._cache.crop(-n)
+        for i, states in enumerate(kept):
+            if states is not None and states[0].shape[-2]:
+                self._cache.update(states[0], states[1], i)
+        self._trim()
+
+    def _trim(self) -> None:
+        if self._bounded:
+            self._cache.crop(0)  # a recording sliding layer drops what no later query can attend to
+
+    def _check(self, n: int) -> None:
+        if not 0 <= n <= len(self):
+            raise ValueError(f"cannot drop the last {n} positions of a cache holding {len(self)}")
+
+
+def _states(layer: Any) -> tuple[Any, Any] | None:
+    keys = getattr(layer, "keys", None)
+    if keys is None or keys.numel() == 0:
+        return None
+    return keys, layer.values
