@@ -3,6 +3,7 @@
     python benchmarks/bench_quality.py [--n 200] [--n-retention N] [--methods ours,llmlingua,...] [--ratios ...]
     python benchmarks/bench_quality.py --dry            # wiring check on the embedded model: no Qwen, no llmlingua
     python benchmarks/bench_quality.py --report-only    # tables and plot from what has been computed so far
+    python benchmarks/bench_quality.py --fast --methods ours --ratios 0.2   # the fast loop: retention only, 100 q
 
 The LLMLingua paper's protocol: 8 chain-of-thought demonstrations compressed once, the instruction and question
 appended uncompressed, greedy decoding. For each method and ratio of the demonstrations it measures
@@ -30,7 +31,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_compress import DEFAULT_DATA, INSTRUCTION, clean, demonstrations  # noqa: E402
-from quality_methods import BASELINES, COMPRESSING, JOIN, OURS_VARIANTS, fingerprint, make_method  # noqa: E402
+from quality_methods import (BASELINES, COMPRESSING, JOIN, OURS_VARIANTS, fingerprint, freeze, known,  # noqa: E402
+                             make_method)
 from quality_targets import GEN_VERSION, PROMPT_FORMAT  # noqa: E402
 
 RATIOS = (0.5, 0.2, 0.1, 0.05)
@@ -46,27 +48,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--n-retention", type=int, default=None, help="questions for retention (default: --n)")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     ap.add_argument("--ratios", default=",".join(map(str, RATIOS)))
-    ap.add_argument("--ablation-ratios", default="0.2", help="ratios for ours with one stage off (retention only)")
+    ap.add_argument("--ablation-ratios", default=None,
+                    help="ratios for ours with one stage off, retention only (default 0.2; none with --fast)")
     ap.add_argument("--shots", type=int, default=8)
     ap.add_argument("--min-lines", type=int, default=8, help="demonstrations: first train rows with this many lines")
     ap.add_argument("--max-tokens", type=int, default=None, help="generation cap (default 256; 24 with --dry)")
     ap.add_argument("--block", type=int, default=20, help="questions per block (every method runs a block in turn)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dry", action="store_true", help="embedded model as target, no llmlingua: checks the wiring")
+    ap.add_argument("--fast", action="store_true",
+                    help="the fast loop: retention only (no generation) on --n-retention questions (default 100), "
+                         "full and zero-shot added; writes bench_quality_fast.*")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--freeze", metavar="NAME", default=None,
+                    help="store the prefixes the importable lingua_compress makes at --ratios under NAME (e.g. "
+                         "ours-prev, run with an older checkout on PYTHONPATH) and exit")
     ap.add_argument("--work", type=Path, default=None, help="cache of prefixes and per-question results")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     if args.dry:
         args.target = "embedded"
         args.methods = ",".join(m for m in args.methods.split(",") if m != "llmlingua")
+    if args.fast:
+        args.n = args.n or 0
+        args.n_retention = args.n_retention or 100
+        args.methods = ",".join(dict.fromkeys([*args.methods.split(","), *BASELINES]))
     args.n = args.n if args.n is not None else (5 if args.dry else 200)
     args.n_retention = args.n_retention if args.n_retention is not None else args.n
+    args.stem = "bench_quality_dry" if args.dry else "bench_quality_fast" if args.fast else "bench_quality"
     args.max_tokens = args.max_tokens or (24 if args.dry else 256)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in args.methods if m not in (*COMPRESSING, *BASELINES)]
+    if args.ablation_ratios is None:
+        args.ablation_ratios = "" if args.fast else "0.2"
+    unknown = [m for m in args.methods if not known(m)]
     if unknown:
-        ap.error(f"unknown methods {unknown}; choose from {(*COMPRESSING, *BASELINES)}")
+        ap.error(f"unknown methods {unknown}; choose from {(*COMPRESSING, *BASELINES)} or ours[setting=value;...]")
     args.ratios = [float(r) for r in args.ratios.split(",") if r]
     args.ablation_ratios = [float(r) for r in args.ablation_ratios.split(",") if r]
     if any(not 0 < r <= 1 for r in args.ratios + args.ablation_ratios):
@@ -81,7 +97,7 @@ def load_data(args: argparse.Namespace) -> tuple[list[str], list[dict]]:
 
 
 def conditions(args: argparse.Namespace) -> list[tuple[str, float]]:
-    conds = [(m, r) for m in args.methods if m in COMPRESSING for r in args.ratios]
+    conds = [(m, r) for m in args.methods if m not in BASELINES for r in args.ratios]
     conds += [(m, r) for m in ABLATIONS for r in args.ablation_ratios if m not in args.methods]
     conds += [(m, 1.0 if m == "full" else 0.0) for m in BASELINES if m in args.methods]
     return conds
@@ -94,7 +110,8 @@ def work_dir(args: argparse.Namespace, demos: list[str]) -> Path:
     key = {"target": args.target, "demos": demos, "max_tokens": args.max_tokens, "instruction": INSTRUCTION,
            "format": PROMPT_FORMAT}
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    base = args.work or cache_dir() / "bench_quality"
+    # Real runs keep their per-question results in the repository, so a later session continues them.
+    base = args.work or (cache_dir() / "bench_quality" if args.dry else HERE / "results" / "quality_work")
     return base / f"{args.target}-{digest}"
 
 
@@ -206,6 +223,13 @@ def evaluate(args, target, conds, tests, prefixes: Store, evals: Store) -> None:
     bar.close()
 
 
+def scorer_dtype() -> str:
+    """The dtype our scorer runs in on this machine (bf16 only where the CPU computes it natively)."""
+    from lingua_compress.models import resolve_dtype
+
+    return str(resolve_dtype("auto", "cpu")).replace("torch.", "")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     demos, tests = load_data(args)
@@ -215,12 +239,21 @@ def main(argv: list[str] | None = None) -> int:
     prefixes = Store(work / "prefixes.jsonl", ("method", "ratio"))
     evals = Store(work / "evals.jsonl", ("method", "ratio", "q", "kind"))
     started = time.perf_counter()
+    if args.freeze:
+        from lingua_compress.models import cache_dir
+        from quality_targets import load_target
+
+        target = load_target(args.target, cache_dir() / "targets", args.threads)
+        texts = freeze(args.freeze, demos, args.ratios, lambda t: len(target.tokenize(t)))
+        print(json.dumps({r: len(target.tokenize(t)) for r, t in texts.items()}))
+        return 0
     if not args.report_only:
         from lingua_compress.models import cache_dir
         from quality_targets import load_target
 
         target = load_target(args.target, cache_dir() / "targets", args.threads)
         make_prefixes(args, target, demos, conds, prefixes)
+        args.scorer_dtype = scorer_dtype()
     # Results computed against an older version of a method's prefix no longer count.
     evals.rows = {k: v for k, v in evals.rows.items()
                   if v.get("fp") == (prefixes.get(k[0], k[1]) or {}).get("fp", object())

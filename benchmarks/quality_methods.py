@@ -7,6 +7,8 @@ truncation); LLMLingua budgets in its own (cl100k) tokenizer, as shipped, and it
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import re
@@ -24,15 +26,73 @@ OURS_VARIANTS = {
     "ours-coarse-only": {"context_budget_factor": 1.0},
     "ours-token-only": {"coarse": False},
 }
-COMPRESSING = (*OURS_VARIANTS, "llmlingua", "random", "truncate")
+COMPRESSING = (*OURS_VARIANTS, "ours-prev", "llmlingua", "random", "truncate")
 BASELINES = ("full", "zero-shot")
+# Any other setting of ours, for ablations: "ours[context_budget_factor=1.5;conditioning=recompute]".
+_VARIANT = re.compile(r"ours\[([a-z_]+=[^;\]]+(?:;[a-z_]+=[^;\]]+)*)\]")
+# Prefixes another version of the library made ("ours-prev": the previous default), frozen by --freeze.
+FROZEN = Path(__file__).resolve().parent / "results" / "quality_frozen.json"
+
+
+def ours_settings(name: str) -> dict[str, Any] | None:
+    """The CompressionConfig overrides a method name stands for, or None if it is not a setting of ours."""
+    if name in OURS_VARIANTS:
+        return OURS_VARIANTS[name]
+    m = _VARIANT.fullmatch(name)
+    if not m:
+        return None
+    out: dict[str, Any] = {}
+    for item in m.group(1).split(";"):
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare word such as recompute
+    return out
+
+
+def known(name: str) -> bool:
+    return name in (*COMPRESSING, *BASELINES) or ours_settings(name) is not None
+
+
+def demos_key(demos: list[str]) -> str:
+    return hashlib.sha1(JOIN.join(demos).encode()).hexdigest()[:12]
+
+
+class Frozen:
+    """Prefixes compressed earlier by another version of the library, read back from FROZEN."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.table = json.loads(FROZEN.read_text()).get(name, {}) if FROZEN.exists() else {}
+
+    def __call__(self, demos: list[str], ratio: float, count: Count) -> str:
+        try:
+            return self.table[demos_key(demos)][str(ratio)]
+        except KeyError:
+            raise RuntimeError(f"no frozen {self.name} prefix for these demonstrations at ratio {ratio}: make it with "
+                               f"'PYTHONPATH=<old checkout> python benchmarks/bench_quality.py --freeze {self.name} "
+                               f"--ratios {ratio}'") from None
+
+
+def freeze(name: str, demos: list[str], ratios: list[float], count: Count) -> dict[str, str]:
+    """Compress with the lingua_compress now importable and store the prefixes under ``name`` in FROZEN."""
+    import lingua_compress
+
+    fn = Ours("ours")
+    texts = {str(r): fn(demos, r, count) for r in ratios}
+    table = json.loads(FROZEN.read_text()) if FROZEN.exists() else {}
+    table.setdefault(name, {}).setdefault(demos_key(demos), {}).update(texts)
+    table[name]["_source"] = str(Path(lingua_compress.__file__).parent)
+    FROZEN.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
+    return texts
 
 
 class Ours:
     def __init__(self, variant: str, model: str | None = None) -> None:
         from lingua_compress import CompressionConfig, Compressor
 
-        self.compressor = Compressor(model, config=CompressionConfig(**OURS_VARIANTS[variant]))
+        self.compressor = Compressor(model, config=CompressionConfig(**ours_settings(variant)))
         self.compressor.scorer  # load now: compression seconds exclude the model load, as for LLMLingua
 
     def __call__(self, demos: list[str], ratio: float, count: Count) -> str:
@@ -131,8 +191,11 @@ class _LegacyKV:
         cache = DynamicCache()
         for i, (k, v) in enumerate(past_key_values or ()):
             cache.update(k, v, i)
-        out = self._model(*args, past_key_values=cache, **kwargs)
-        out.past_key_values = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        from lingua_compress.kvcache import cache_keyword
+
+        out = self._model(*args, **{cache_keyword(self._model): cache}, **kwargs)
+        # LLMLingua reads out.past_key_values; the cache was updated in place (the output's field was renamed).
+        out.past_key_values = [(layer.keys, layer.values) for layer in cache.layers]
         return out
 
 
@@ -160,14 +223,15 @@ class LLMLingua:
 
 def fingerprint(name: str) -> str:
     """Changes when the method's code (or library) changes, so its cached prefix and results are recomputed."""
-    import hashlib
     import inspect
 
-    if name in OURS_VARIANTS:
+    if ours_settings(name) is not None:
         import lingua_compress
 
         root = Path(lingua_compress.__file__).parent
-        code = "".join(p.read_text() for p in sorted(root.glob("*.py"))) + repr(OURS_VARIANTS[name])
+        code = "".join(p.read_text() for p in sorted(root.glob("*.py"))) + repr(ours_settings(name))
+    elif name == "ours-prev":
+        code = json.dumps(Frozen(name).table, sort_keys=True)
     elif name == "llmlingua":
         from importlib.metadata import version
 
@@ -180,8 +244,10 @@ def fingerprint(name: str) -> str:
 
 
 def make_method(name: str, cache: Path, model: str | None = None) -> Callable[[list[str], float, Count], str]:
-    if name in OURS_VARIANTS:
+    if ours_settings(name) is not None:
         return Ours(name, model)
+    if name == "ours-prev":
+        return Frozen(name)
     if name == "llmlingua":
         return LLMLingua(cache)
     if name == "random":

@@ -1,50 +1,29 @@
-"""Statistics, table and plot for bench_quality: accuracy with Wilson CIs, exact McNemar tests, retention with
-bootstrap CIs. Only questions that every compared condition has finished are used, so comparisons stay paired."""
+"""Tables and plot for bench_quality: accuracy with Wilson CIs, retention with bootstrap CIs (on the questions every
+condition has finished), and paired differences of ours against LLMLingua, truncation, the full prompt and the
+previous default (on the questions both sides of each comparison have finished)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import random
+import platform
+import re
 from pathlib import Path
 from typing import Any
 
+from quality_stats import accuracy_diff, mcnemar, retention, retention_diff, wilson
 
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def mcnemar(a: list[bool], b: list[bool]) -> dict[str, Any]:
-    """Exact two-sided McNemar test (binomial on the discordant pairs) of paired outcomes a vs b."""
-    only_a = sum(x and not y for x, y in zip(a, b))
-    only_b = sum(y and not x for x, y in zip(a, b))
-    n = only_a + only_b
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n if n else 1.0
-    return {"only_this": only_a, "only_other": only_b, "p": round(min(1.0, 2 * tail), 4)}
-
-
-def retention(zero: list[float], full: list[float], method: list[float], seed: int = 0) -> dict[str, float]:
-    """(NLL_zero - NLL_method) / (NLL_zero - NLL_full) over summed gold-solution NLLs, with a 95 % bootstrap CI."""
-    def ratio(idx: list[int]) -> float:
-        gain = sum(zero[i] - full[i] for i in idx)
-        return sum(zero[i] - method[i] for i in idx) / gain if gain else float("nan")
-
-    n = len(method)
-    if n == 0:
-        return {"retention": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
-    rng = random.Random(seed)
-    boots = sorted(ratio([rng.randrange(n) for _ in range(n)]) for _ in range(1000))
-    return {"retention": round(ratio(list(range(n))), 4), "ci_low": round(boots[25], 4), "ci_high": round(boots[974], 4)}
+# Each "ours" row is compared with these, at its own ratio (full: the uncompressed prompt).
+COMPARE = ("llmlingua", "truncate", "full", "ours-prev")
 
 
 def _paired(evals, conds, kind: str, n: int) -> list[int]:
     return [q for q in range(n) if all(evals.get(m, r, q, kind) is not None for m, r in conds)]
+
+
+def _done(evals, cond: tuple[str, float], kind: str, n: int) -> dict[int, dict]:
+    return {q: rec for q in range(n) if (rec := evals.get(*cond, q, kind)) is not None}
 
 
 def _rows(args, conds, prefixes, evals) -> tuple[list[dict], dict]:
@@ -56,19 +35,23 @@ def _rows(args, conds, prefixes, evals) -> tuple[list[dict], dict]:
     rows = []
     for method, ratio in conds:
         pre = prefixes.get(method, ratio) or {}
+        em, nll = _done(evals, (method, ratio), "em", args.n), _done(evals, (method, ratio), "nll", args.n_retention)
         row = {"method": method, "ratio": ratio, "achieved": pre.get("achieved"), "tokens": pre.get("tokens"),
-               "compress_s": pre.get("seconds")}
+               "compress_s": pre.get("seconds"), "_em": {q: bool(r["correct"]) for q, r in em.items()},
+               "_nll": {q: r["nll"] for q, r in nll.items()},
+               "nll_s": round(sum(r["seconds"] for r in nll.values()) / len(nll), 2) if nll else None}
         if (method, ratio) in em_conds and em_q:
-            ok = [bool(evals.get(method, ratio, q, "em")["correct"]) for q in em_q]
+            ok = [row["_em"][q] for q in em_q]
             lo, hi = wilson(sum(ok), len(ok))
             row.update(em_n=len(ok), correct=sum(ok), accuracy=round(sum(ok) / len(ok), 4),
                        acc_ci=[round(lo, 4), round(hi, 4)], _ok=ok,
-                       gen_s=round(sum(evals.get(method, ratio, q, "em")["seconds"] for q in em_q) / len(em_q), 2))
+                       gen_s=round(sum(em[q]["seconds"] for q in em_q) / len(em_q), 2))
         if (method, ratio) in nll_conds and nll_q and {"full", "zero-shot"} <= set(base_nll):
-            nll = [evals.get(method, ratio, q, "nll")["nll"] for q in nll_q]
-            row.update(ret_n=len(nll), **retention(base_nll["zero-shot"], base_nll["full"], nll))
+            nll_list = [row["_nll"][q] for q in nll_q]
+            row.update(ret_n=len(nll_list), **retention(base_nll["zero-shot"], base_nll["full"], nll_list))
         rows.append(row)
     _tests(rows)
+    _compare(rows)
     return rows, {"em_questions": len(em_q), "retention_questions": len(nll_q)}
 
 
@@ -83,6 +66,32 @@ def _tests(rows: list[dict]) -> None:
         ll = by.get(("llmlingua", r["ratio"]))
         if ll and "_ok" in ll and r["method"] != "llmlingua":
             r["mcnemar_vs_llmlingua"] = mcnemar(r["_ok"], ll["_ok"])
+
+
+def _compare(rows: list[dict]) -> None:
+    """Paired differences of each "ours" row against COMPARE, each on the questions both sides finished."""
+    by = {(r["method"], r["ratio"]): r for r in rows}
+    full, zero = by.get(("full", 1.0)), by.get(("zero-shot", 0.0))
+    for r in rows:
+        if not r["method"].startswith("ours") or r["method"] == "ours-prev":
+            continue
+        for other in COMPARE:
+            o = by.get((other, 1.0 if other == "full" else r["ratio"]))
+            if o is None or o is r:
+                continue
+            out: dict[str, Any] = {}
+            qs = sorted(set(r["_em"]) & set(o["_em"]))
+            if qs:
+                out["em"] = accuracy_diff([r["_em"][q] for q in qs], [o["_em"][q] for q in qs])
+            if full and zero:
+                qs = sorted(set(r["_nll"]) & set(o["_nll"]) & set(full["_nll"]) & set(zero["_nll"]))
+                if qs:
+                    out["ret"] = retention_diff([zero["_nll"][q] for q in qs], [full["_nll"][q] for q in qs],
+                                                [r["_nll"][q] for q in qs], [o["_nll"][q] for q in qs])
+            if "em" in out and "ret" in out and out["em"]["diff"] * out["ret"]["diff"] < 0:
+                out["disagree"] = True  # the fast loop and the verdict point different ways
+            if out:
+                r.setdefault("vs", {})[other] = out
 
 
 def _fmt(x: Any, pct: bool = False) -> str:
@@ -110,7 +119,38 @@ def markdown(rows: list[dict], meta: dict) -> str:
         p_ll = r.get("mcnemar_vs_llmlingua", {}).get("p", "–")
         lines.append(f"| {r['method']} | {r['ratio']} | {_fmt(r['achieved'])} | {_fmt(r['compress_s'])} | {acc} | "
                      f"{p_full} | {p_ll} | {ret} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _paired_table(rows)) + "\n"
+
+
+def _pp(d: dict) -> str:
+    return f"{100 * d['diff']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+
+
+def _paired_table(rows: list[dict]) -> list[str]:
+    pairs = [(r, other, d) for r in rows for other, d in r.get("vs", {}).items()]
+    if not pairs:
+        return []
+    lines = ["", "Paired differences, ours − other, in points (95 % bootstrap interval over questions; exact match "
+             "also with its McNemar p). A \"!\" marks a comparison where retention and exact match disagree in sign.",
+             "", "| method | ratio | vs | Δ exact match (n, p) | Δ retention (n) | |", "|---|---|---|---|---|---|"]
+    for r, other, d in pairs:
+        em = f"{_pp(d['em'])} ({d['em']['n']}, p={d['em']['p']})" if "em" in d else "–"
+        ret = f"{_pp(d['ret'])} ({d['ret']['n']})" if "ret" in d else "–"
+        lines.append(f"| {r['method']} | {r['ratio']} | {other} | {em} | {ret} | {'!' if d.get('disagree') else ''} |")
+    return lines
+
+
+def machine() -> dict[str, Any]:
+    """What the timings depend on: CPU model and the flags that pick the scorer's dtype, and thread counts."""
+    flags, model = set(), platform.processor()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split())
+        model = re.search(r"^model name\s*:\s*(.*)$", text, re.M).group(1)
+    except (OSError, AttributeError):
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return {"cpu": model, "cpus": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
 
 
 def plot(rows: list[dict], path: Path) -> bool:
@@ -146,9 +186,10 @@ def plot(rows: list[dict], path: Path) -> bool:
 def report(args, conds, prefixes, evals, work: Path, wall_s: float) -> dict:
     rows, meta = _rows(args, conds, prefixes, evals)
     meta.update(target=args.target, wall_s=wall_s, work=str(work), load_average=os.getloadavg(),
-                max_tokens=args.max_tokens, shots=args.shots)
+                max_tokens=args.max_tokens, shots=args.shots, threads=args.threads or os.cpu_count(),
+                scorer_dtype=getattr(args, "scorer_dtype", None), machine=machine())
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_quality_dry" if args.dry else "bench_quality"
+    stem = args.stem
     clean_rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": clean_rows}, indent=1))
     (args.out / f"{stem}.md").write_text(markdown(rows, meta))

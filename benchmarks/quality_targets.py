@@ -204,10 +204,12 @@ class TorchTarget:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
     def _forward(self, ids: list[int], cache):
+        from lingua_compress.kvcache import cache_keyword
+
         t = self.torch
         with t.inference_mode():
-            out = self.lm(input_ids=t.tensor([ids]), past_key_values=cache, use_cache=True)
-        return out.logits[0].float(), out.past_key_values
+            out = self.lm(input_ids=t.tensor([ids]), use_cache=True, **{cache_keyword(self.lm): cache})
+        return out.logits[0].float(), cache  # updated in place
 
     def set_prefix(self, ids: list[int]) -> None:
         from transformers import DynamicCache

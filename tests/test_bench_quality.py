@@ -124,3 +124,60 @@ def test_dry_run_wires_every_stage_and_resumes(tmp_path):
     assert bench_quality.main(argv) == 0  # resumed: nothing is computed twice
     assert evals.read_text().splitlines() == lines
     assert "| ours | 0.5 |" in (tmp_path / "out" / "bench_quality_dry.md").read_text()
+
+
+def test_paired_differences_cancel_what_questions_share():
+    from quality_stats import accuracy_diff, retention_diff
+
+    a = [True] * 30 + [False] * 10
+    b = [True] * 24 + [False] * 16
+    d = accuracy_diff(a, b)
+    assert d["diff"] == pytest.approx(0.15) and d["ci_low"] > 0 and d["p"] < 0.05  # 6 discordant, all one way
+    assert accuracy_diff(a, a)["diff"] == 0 and accuracy_diff(a, a)["p"] == 1.0
+    zero = [10.0 + i for i in range(20)]
+    full = [z - 4 for z in zero]
+    better = [z - 3 for z in zero]
+    worse = [z - 2 + 0.01 * i for i, z in enumerate(zero)]
+    r = retention_diff(zero, full, better, worse)
+    assert 0.2 < r["diff"] < 0.3 and r["ci_low"] > 0 and r["n"] == 20
+
+
+def test_ours_settings_parse_variants_and_reject_others():
+    from quality_methods import known, ours_settings
+
+    assert ours_settings("ours") == {}
+    assert ours_settings("ours[context_budget_factor=1.5;conditioning=recompute]") == {
+        "context_budget_factor": 1.5, "conditioning": "recompute"}
+    assert ours_settings("ours[") is None and not known("nope") and known("ours-prev") and known("full")
+
+
+def test_bbh_options_are_shuffled_and_answers_parsed():
+    import bench_bbh
+
+    _, demos, tests = bench_bbh.load_task(Path(__file__).parent / "data" / "mini_bbh", "date_understanding", 6)
+    assert len(demos) == 3 and all(d.startswith("Q: ") and "So the answer is" in d for d in demos)
+    assert len({t["gold"] for t in tests}) > 1  # the correct option is not always (A)
+    assert all(f"({t['gold']})" in t["question"] for t in tests)
+    assert bench_bbh.answer("... so it is 05/01. So the answer is (C).", "letter") == "C"
+    assert bench_bbh.answer("So the answer is seven.", "number") == "7"
+    assert bench_bbh.answer("2 + 3 = 5. So the answer is 5.", "number") == "5"
+
+
+@pytest.mark.model
+def test_bbh_dry_run_is_paired_and_resumes(tmp_path):
+    import bench_bbh
+
+    argv = ["--dry", "--data", str(Path(__file__).parent / "data" / "mini_bbh"), "--tasks", "object_counting",
+            "--n", "2", "--ratios", "0.5", "--methods", "ours,truncate,full,zero-shot", "--max-tokens", "6",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    assert bench_bbh.main(argv) == 0
+    report = json.loads((tmp_path / "out" / "bench_bbh_dry.json").read_text())
+    rows = {(r["method"], r["ratio"]): r for r in report["rows"]}
+    assert set(rows) == {("ours", 0.5), ("truncate", 0.5), ("full", 1.0), ("zero-shot", 0.0)}
+    assert all(r["n"] == 2 for r in rows.values()) and report["meta"]["paired_questions"] == 2
+    assert set(rows[("ours", 0.5)]["vs"]) == {"truncate", "full"}
+    evals = next((tmp_path / "work").glob("*/evals.jsonl"))
+    lines = evals.read_text().splitlines()
+    assert len(lines) == 4 * 2
+    assert bench_bbh.main(argv) == 0
+    assert evals.read_text().splitlines() == lines  # resumed: nothing computed twice
