@@ -185,6 +185,7 @@ class CausalLMSession:
             half = max(0, min(self._scorer.max_length // 2, self._scorer.max_length - len(ids) - 2))
             history = (self._kept + self._pending)[1:]  # without the leading <bos>
             self._reset(history[-half:] if half else [])
+        self._prefill()
         inputs = self._pending + ids
         pos = torch.arange(self._next_pos, self._next_pos + len(inputs), device=self._scorer._head.device)
         hidden = self._scorer.forward(inputs, cache=self._cache, position_ids=pos[None])
@@ -202,6 +203,16 @@ class CausalLMSession:
         sel = torch.as_tensor(rows, device=hidden.device)
         out[rows] = self._scorer.nll_from_hidden(before[sel], targets[sel])
         return out
+
+    def _prefill(self) -> None:
+        """Forward all but the last chunk of the pending prefix on its own, chunk by chunk: after a restart it can
+        be 16k tokens, and one forward over it all would cost attention quadratic in that length."""
+        while len(self._pending) > _ONE_SHOT_CHUNK:
+            chunk, self._pending = self._pending[:_ONE_SHOT_CHUNK], self._pending[_ONE_SHOT_CHUNK:]
+            pos = self._torch.arange(self._next_pos, self._next_pos + len(chunk), device=self._scorer._head.device)
+            self._last_hidden = self._scorer.forward(chunk, cache=self._cache, position_ids=pos[None])[-1]
+            self._kept += chunk
+            self._next_pos += len(chunk)
 
     def keep(self, mask: Sequence[bool]) -> None:
         if self._window is None:

@@ -19,8 +19,9 @@ from lingua_compress import BudgetWarning, CompressionConfig, Compressor, Prompt
 from lingua_compress.prune import plan_windows
 from fakes import FakeScorer
 
-# The bound asserted on every score() call: generous against the implementation's own, far below a long unit.
+
 def call_bound(window_tokens: int) -> int:
+    """The bound asserted on every score() call: looser than the implementation's own, far below a long unit."""
     return 2 * max(window_tokens, 512)
 
 
@@ -243,3 +244,32 @@ def test_real_model_scores_a_long_base64_run_in_bounded_calls(real_compressor):
     assert sum(calls) == res.timings.scored_tokens
     assert res.text or budget
     assert not off_budget(res) or budget
+
+
+@pytest.mark.parametrize("conditioning", ["reuse", "recompute"])
+def test_restart_past_the_context_prefills_in_bounded_chunks(monkeypatch, conditioning):
+    """Past the model's context the session restarts from half of it: that prefix must go through in chunks,
+    and chunking it must not change a score (a causal prefix is exact in any chunking)."""
+    import lingua_compress.scoring as scoring
+    from tiny import tiny_scorer
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 300, size=3000).tolist()
+
+    def run(chunk: int) -> tuple[np.ndarray, int]:
+        monkeypatch.setattr(scoring, "_ONE_SHOT_CHUNK", chunk)
+        scorer = tiny_scorer(max_positions=2048)
+        calls = []
+        forward = scorer.forward
+        monkeypatch.setattr(scorer, "forward", lambda x, **kw: calls.append(len(x)) or forward(x, **kw))
+        session = scorer.session(conditioning)
+        out = []
+        for i in range(0, len(ids), 200):
+            out.append(session.score(ids[i:i + 200]))
+            session.keep(np.ones(len(out[-1]), dtype=bool))
+        return np.concatenate(out), max(calls)
+
+    chunked, largest = run(64)
+    whole, largest_whole = run(10 ** 6)
+    assert largest <= 64 + 200 < largest_whole  # the restart prefix went through in chunks
+    np.testing.assert_allclose(chunked, whole, atol=2e-3)

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..corpus.io import to_json_line  # one writer of surrogate-safe JSON lines for both jobs
 from ..errors import ConfigError
 
 ID_FIELD = "id"
@@ -28,17 +29,6 @@ def id_key(value: Any) -> str:
 
 def id_value(key: str) -> Any:
     return json.loads(key)
-
-
-def to_json_line(obj: Any) -> str:
-    """One JSON line that is always valid UTF-8: non-ASCII stays readable, except that a lone surrogate
-    (which UTF-8 cannot encode) makes the line fall back to ``\\u`` escapes, which load back the same."""
-    text = json.dumps(obj, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(obj)
-    return text
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
