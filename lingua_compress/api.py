@@ -208,9 +208,6 @@ class _Run:
         scores, keep, windows = self._score(costs, kinds, first_ratio)
         alive = np.ones(seg.n_units, dtype=bool)
         if coarse:
-            # A zero budget is the limit of a tiny one: the coarse stage still keeps its best context (and the
-            # token pass that context's protected spans), so target_tokens=0 and ratio=1e-9 give one result.
-            ctx_budget = max(ctx_budget, np.finfo(float).tiny)
             alive = B.select_contexts(seg, costs, scores, ctx_budget)
             alive = B.filter_sentences(seg, costs, scores, alive, ctx_budget)
         if coarse or not cfg.iterative:

@@ -60,7 +60,9 @@ def select_contexts(
     forced = np.bincount(seg.unit_part, seg.forced, minlength=len(seg.parts))[ctx_parts] > 0
     keep = _greedy(part_cost, np.where(forced, np.inf, part_score), budget)
     keep |= forced
-    if not keep.any() and budget > 0:
+    # Even a zero budget keeps the best context: it is the limit of a tiny one, so target_tokens=0 and ratio=1e-9
+    # give one result (that context's protected spans, with a BudgetWarning).
+    if not keep.any():
         keep[int(np.argmax(part_score))] = True
     for kept, part in zip(keep, ctx_parts):
         if not kept:
