@@ -200,25 +200,30 @@ class _Run:
         kinds = seg.part_kinds()
         kind_cost = np.bincount(kinds, costs, minlength=len(PART_KINDS))
         kind_target = B.split_budget(kind_cost, self.target * kind_cost.sum() / self.original, cfg)
-        ctx_budget = cfg.context_budget_factor * kind_target[B.CONTEXT]
-        coarse = cfg.coarse and kind_cost[B.CONTEXT] > ctx_budget
+        k = cfg.context_budget_factor
+        ctx_coarse_cost = B.coarse_costs(costs, seg.protected, k)[kinds == B.CONTEXT].sum()
+        coarse = cfg.coarse and ctx_coarse_cost > k * kind_target[B.CONTEXT]
         first_ratio = _ratios(kind_target, kind_cost)
-        if coarse:  # the context will be cut to ~k x its budget before the token pass: score at that ratio
-            first_ratio[B.CONTEXT] = 1.0 / cfg.context_budget_factor
+        if coarse:  # the context will be cut to about its budget in coarse cost: score at the ratio that leaves
+            first_ratio[B.CONTEXT] = min(1.0, ctx_coarse_cost / (k * kind_cost[B.CONTEXT]))
         scores, keep, windows = self._score(costs, kinds, first_ratio)
-        alive = np.ones(seg.n_units, dtype=bool)
+        alive = filler = np.ones(seg.n_units, dtype=bool)
         if coarse:
-            alive = B.select_contexts(seg, costs, scores, ctx_budget)
-            alive = B.filter_sentences(seg, costs, scores, alive, ctx_budget)
+            alive = B.select_contexts(seg, costs, scores, kind_target[B.CONTEXT], k)
+            alive = B.filter_sentences(seg, costs, scores, alive, k * kind_target[B.CONTEXT])
+            filler = B.fill_contexts(seg, costs, scores, alive, kind_target[B.CONTEXT])
+            alive = alive | filler
         if coarse or not cfg.iterative:
-            live_cost = np.bincount(kinds[alive], costs[alive], minlength=len(PART_KINDS))
-            picker = QuotaPicker(costs, seg.protected, _ratios(kind_target, live_cost)[kinds], alive, kinds)
+            ratio, groups = _quotas(costs, kinds, kind_target, alive, filler if coarse else ~alive)
+            picker = QuotaPicker(costs, seg.protected, ratio, alive, groups)
             keep = np.zeros(seg.n_units, dtype=bool)
             for lo, hi in windows:
                 keep[lo:hi] = picker.pick(lo, hi, scores[lo:hi])
         # Exact-count corrections prefer units the coarse stage kept, and the most surprising among them.
         # Corrections take from the context first: the instruction and question already run at light ratios.
-        self.add_priority = scores + np.where(alive, 1e6, 0.0)
+        # Then the rest of a part the fill took sentences from, so added words do not scatter over dropped parts.
+        started = np.bincount(seg.unit_part, alive, minlength=len(seg.parts))[seg.unit_part] > 0
+        self.add_priority = scores + np.where(alive, 1e6, 0.0) + np.where(started, 5e5, 0.0)
         self.drop_priority = scores + np.where(kinds == B.CONTEXT, 0.0, 1e6)
         return keep
 
@@ -267,6 +272,22 @@ class _Run:
             tokenizer=self.counter.name,
             timings=Timings(time.perf_counter() - self.started, self.scoring_s, self.scored_tokens),
         )
+
+
+def _quotas(costs: np.ndarray, kinds: np.ndarray, kind_target: np.ndarray, alive: np.ndarray,
+            filler: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, the share the token pass keeps and the quota group it is counted in: each part kind at its
+    budget over what the coarse stage kept. Where sentences were added to fill the context budget, the parts
+    chosen whole cost less than it and are kept whole; the added sentences, a group of their own, take the cut."""
+    live_cost = np.bincount(kinds[alive], costs[alive], minlength=len(PART_KINDS))
+    ratio = _ratios(kind_target, live_cost)[kinds]
+    groups = kinds.copy()
+    if filler.any():
+        chosen = alive & ~filler & (kinds == B.CONTEXT)
+        ratio[chosen] = 1.0
+        ratio[filler] = max(0.0, kind_target[B.CONTEXT] - costs[chosen].sum()) / costs[filler].sum()
+        groups[filler] = len(PART_KINDS)
+    return ratio, groups
 
 
 def _ratios(kind_target: np.ndarray, kind_cost: np.ndarray) -> np.ndarray:

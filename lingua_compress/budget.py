@@ -2,7 +2,8 @@
 
 The instruction and question are compressed lightly (they carry the task); the context takes the rest of the
 cut. The coarse stage then keeps whole demonstrations, by perplexity, worth up to k times the context budget,
-and a sentence filter trims what is still over, so the token pass never has to remove more than (k-1)/k.
+and a sentence filter trims what is still over, so the token pass never has to remove more than (k-1)/k of the
+words it may remove (protected words count k times: it cannot remove them).
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ def split_budget(kind_cost: np.ndarray, target: float, config: CompressionConfig
     return out
 
 
+def coarse_costs(costs: np.ndarray, protected: np.ndarray, k: float) -> np.ndarray:
+    """What each unit costs the coarse stage, whose budget is k x the context's: k x its cost for a protected
+    unit (the token pass cannot remove it), its cost for any other.
+
+    So the kept context fits its budget once the token pass has removed (k-1)/k of its unprotected words, never
+    more. Counting protected words at face value instead would keep every demonstration of a number-heavy
+    prompt (GSM8K: ~40 % of the target's tokens are protected) and leave the token pass a skeleton of numbers.
+    """
+    return np.where(protected, costs * k, costs)
+
+
 def _greedy(costs: np.ndarray, scores: np.ndarray, budget: float) -> np.ndarray:
     """Highest-scoring items that fit in ``budget``; an item that would overshoot is skipped, not kept."""
     keep = np.zeros(len(costs), dtype=bool)
@@ -45,37 +57,85 @@ def _greedy(costs: np.ndarray, scores: np.ndarray, budget: float) -> np.ndarray:
 
 
 def select_contexts(
-    seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, budget: float
+    seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, budget: float, k: float
 ) -> np.ndarray:
-    """Unit mask of the context parts kept whole, chosen by mean surprisal (high perplexity = informative).
+    """Unit mask of the context parts kept whole, chosen by mean surprisal (high perplexity = informative):
+    the best worth up to k x ``budget`` in :func:`coarse_costs`.
 
     Parts holding a user ``keep=`` match are always kept.
     """
-    ctx_parts = [i for i, p in enumerate(seg.parts) if p.kind == "context"]
-    alive = np.ones(seg.n_units, dtype=bool)
+    ctx_parts, part_cost, part_score = _context_parts(seg, costs, unit_scores)
     if len(ctx_parts) < 2:
-        return alive
-    part_cost = np.bincount(seg.unit_part, costs, minlength=len(seg.parts))[ctx_parts]
-    part_score = _mean_by(seg.unit_part, unit_scores, _scored_weight(seg, costs), len(seg.parts))[ctx_parts]
+        return np.ones(seg.n_units, dtype=bool)
+    part_coarse = np.bincount(seg.unit_part, coarse_costs(costs, seg.protected, k), minlength=len(seg.parts))
     forced = np.bincount(seg.unit_part, seg.forced, minlength=len(seg.parts))[ctx_parts] > 0
-    keep = _greedy(part_cost, np.where(forced, np.inf, part_score), budget)
+    keep = _greedy(part_coarse[ctx_parts], np.where(forced, np.inf, part_score), k * budget)
     keep |= forced
     # Even a zero budget keeps the best context: it is the limit of a tiny one, so target_tokens=0 and ratio=1e-9
     # give one result (that context's protected spans, with a BudgetWarning).
     if not keep.any():
         keep[int(np.argmax(part_score))] = True
+    return _part_mask(seg, ctx_parts, keep)
+
+
+def fill_contexts(
+    seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, alive: np.ndarray, budget: float
+) -> np.ndarray:
+    """Unit mask of whole sentences to add from dropped context parts while the kept context costs less than
+    ``budget``: from the best part, its first sentences in order until the budget is reached, and its last one
+    (in a demonstration, the answer), so what is added reads as the start of that part and its conclusion; the
+    token pass trims the added sentences to the budget.
+
+    Protected words make a part dear in coarse cost, so the parts kept can cost less than the budget; the token
+    pass could not spend the rest, and the exact-count correction would make it up with single words scattered
+    over the dropped parts.
+    """
+    ctx_parts, part_cost, part_score = _context_parts(seg, costs, unit_scores)
+    is_ctx = seg.part_kinds() == CONTEXT
+    slack = budget - costs[alive & is_ctx].sum()
+    out = np.zeros(seg.n_units, dtype=bool)
+    if len(ctx_parts) < 2 or slack <= 0:
+        return out
+    sent_cost = np.bincount(seg.unit_sentence, costs, minlength=len(seg.sentences))
+    for p in np.asarray(ctx_parts)[np.argsort(-part_score, kind="stable")]:
+        units = (seg.unit_part == p) & ~alive
+        sents = np.unique(seg.unit_sentence[units])
+        if len(sents) == 0:
+            continue
+        for s in sents:
+            out |= units & (seg.unit_sentence == s)
+            slack -= sent_cost[s]
+            if slack <= 0:
+                out |= units & (seg.unit_sentence == sents[-1])
+                return out
+    return out
+
+
+def _context_parts(seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray):
+    """The context parts' indices, costs and mean surprisal (over their unprotected words)."""
+    ctx_parts = [i for i, p in enumerate(seg.parts) if p.kind == "context"]
+    n = len(seg.parts)
+    part_cost = np.bincount(seg.unit_part, costs, minlength=n)[ctx_parts]
+    part_score = _mean_by(seg.unit_part, unit_scores, _scored_weight(seg, costs), n)[ctx_parts]
+    return ctx_parts, part_cost, part_score
+
+
+def _part_mask(seg: Segmented, ctx_parts: list[int], keep: np.ndarray, default: bool = True) -> np.ndarray:
+    """Unit mask: the units of the context parts where ``keep`` is set, and every other unit at ``default``."""
+    mask = np.full(seg.n_units, default)
     for kept, part in zip(keep, ctx_parts):
-        if not kept:
-            alive[seg.unit_part == part] = False
-    return alive
+        mask[seg.unit_part == part] = bool(kept)
+    return mask
 
 
 def filter_sentences(
     seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, alive: np.ndarray, budget: float
 ) -> np.ndarray:
-    """Drop the least surprising context sentences until the kept context fits ``budget``.
+    """Drop the least informative context sentences until the kept context fits ``budget``.
 
-    A context's last sentence stays: in demonstrations it carries the answer the examples exist to show.
+    Whole sentences cost their protected words too, so here every word counts once (the parts chosen by
+    :func:`select_contexts` already fit in coarse cost; this trims a single long part, or forced ones). A
+    context's last sentence stays: in demonstrations it carries the answer the examples exist to show.
     """
     is_ctx = seg.part_kinds() == CONTEXT
     live = alive & is_ctx
@@ -84,12 +144,17 @@ def filter_sentences(
         return alive
     n_sent = len(seg.sentences)
     sent_cost = np.bincount(seg.unit_sentence[live], costs[live], minlength=n_sent)
-    sent_score = _mean_by(seg.unit_sentence[live], unit_scores[live], _scored_weight(seg, costs)[live], n_sent)
+    # Protected words (numbers, equations, format openings) rank as the most surprising free word does: a worked
+    # step such as "48+24 = 72 clips in May" must outrank a line of predictable prose.
+    free = live & ~seg.protected
+    top = unit_scores[free].max() if free.any() else 0.0
+    sent_score = _mean_by(seg.unit_sentence[live], np.where(seg.protected, top, unit_scores)[live], costs[live], n_sent)
     last_of_part = np.zeros(n_sent, dtype=bool)
     for part in np.unique(seg.unit_part[live]):
         last_of_part[seg.unit_sentence[live & (seg.unit_part == part)].max()] = True
     has_forced = np.bincount(seg.unit_sentence[live], seg.forced[live], minlength=n_sent) > 0
-    candidates = np.flatnonzero((sent_cost > 0) & ~last_of_part & ~has_forced)
+    all_protected = np.bincount(seg.unit_sentence[live], free[live], minlength=n_sent) == 0
+    candidates = np.flatnonzero((sent_cost > 0) & ~last_of_part & ~has_forced & ~all_protected)
     out = alive.copy()
     for s in candidates[np.argsort(sent_score[candidates], kind="stable")]:
         if over <= 0:

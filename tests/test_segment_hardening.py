@@ -191,8 +191,9 @@ def test_crlf_prompt_keeps_the_same_words_and_its_own_line_endings(nl, ratio):
     compressor = Compressor(scorer=WordScorer())
     lf = compressor.compress(LF_PROMPT, ratio).text
     other = compressor.compress(LF_PROMPT.replace("\n", nl), ratio).text
-    # Meaningful: the LF run compresses and keeps every kept demonstration's shared "The answer is" opening.
-    assert len(lf) < len(LF_PROMPT) and lf.count("The answer is") == lf.count("Let's think step by step") >= 2
+    # Meaningful: the LF run compresses and keeps at least two demonstrations' format lines (a part added to fill
+    # the budget may keep only its first sentence and its answer line).
+    assert len(lf) < len(LF_PROMPT) and min(lf.count("The answer is"), lf.count("Let's think step by step")) >= 2
     assert other.replace(nl, "\n") == lf
     stray = other.replace(nl, "")
     assert "\n" not in stray and "\r" not in stray  # no mixed line endings
