@@ -49,7 +49,8 @@ class CompressionConfig:
         instruction_ratio: the instruction keeps at least this share of its tokens (paper: tau_ins = 0.85).
         question_ratio: the question keeps at least this share of its tokens (paper: tau_que = 0.9).
         context_budget_factor: the coarse stage keeps whole demonstrations (then sentences) worth up to this many
-            times the demonstrations' final budget; the token pass removes the rest (paper: k = 2).
+            times the demonstrations' final budget, protected words counted this many times (the token pass
+            cannot remove them), so the token pass removes at most (k-1)/k of the words it may remove (paper: k = 2).
         coarse: run the demonstration- and sentence-level stage.
         iterative: condition each window of the token pass on what was kept before it; off, every token is
             scored once against the original text (LLMLingua's "without iterative compression" ablation).
