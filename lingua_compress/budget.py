@@ -73,8 +73,10 @@ def select_contexts(
     keep |= forced
     # Even a zero budget keeps the best context: it is the limit of a tiny one, so target_tokens=0 and ratio=1e-9
     # give one result (that context's protected spans, with a BudgetWarning).
-    if not keep.any():
-        keep[int(np.argmax(part_score))] = True
+    if not keep.any():  # the best part whose protected words fit, else the one with the fewest
+        protected = np.bincount(seg.unit_part, np.where(seg.protected, costs, 0.0), minlength=len(seg.parts))[ctx_parts]
+        fits = protected <= budget
+        keep[int(np.argmax(np.where(fits, part_score, -np.inf))) if fits.any() else int(np.argmin(protected))] = True
     return _part_mask(seg, ctx_parts, keep)
 
 

@@ -326,7 +326,6 @@ def segment(
                              and (m.lastgroup in _PROTECTED_KINDS or bool(_IDENTIFIER_RE.search(word))))
     if protect_defaults:
         _protect_operators(view, starts, ends, protected)
-        _protect_format(view, starts, ends, protected)
         _protect_template(view, parts, starts, ends, part_idx, protected)
     unit_start = np.array(starts, dtype=np.int64)
     unit_end = np.array(ends, dtype=np.int64)

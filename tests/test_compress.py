@@ -43,16 +43,8 @@ def within_budget(res):
 
 @pytest.mark.parametrize("ratio", [0.05, 0.1, 0.2, 0.33, 0.5, 0.8, 1.0])
 def test_ratio_is_met_on_a_structured_prompt(tiny, ratio):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = tiny.compress(PROMPT, ratio)
-    over = [w for w in caught if issubclass(w.category, BudgetWarning) and "protected spans alone" in str(w.message)]
-    if ratio <= 0.05 and over:
-        # At 20x the numbers, equations and format openings of one demonstration plus the question's cost more than
-        # the budget: they are kept and the overshoot is reported, never silent.
-        assert res.compressed_tokens <= 1.2 * res.target_tokens
-    else:
-        assert not over and within_budget(res), (res.compressed_tokens, res.target_tokens)
+    res = tiny.compress(PROMPT, ratio)
+    assert within_budget(res), (res.compressed_tokens, res.target_tokens)
     assert res.compressed_tokens == len(tiny.scorer.tokenize(res.text)[0])
     assert res.original_tokens == len(tiny.scorer.tokenize(res.original)[0])
     assert res.kept_ratio == pytest.approx(res.compressed_tokens / res.original_tokens)
