@@ -207,14 +207,15 @@ class _Run:
         if coarse:  # the context will be cut to about its budget in coarse cost: score at the ratio that leaves
             first_ratio[B.CONTEXT] = min(1.0, ctx_coarse_cost / (k * kind_cost[B.CONTEXT]))
         scores, keep, windows = self._score(costs, kinds, first_ratio)
-        alive = filler = np.ones(seg.n_units, dtype=bool)
+        alive = np.ones(seg.n_units, dtype=bool)
+        filler = np.zeros(seg.n_units, dtype=bool)
         if coarse:
             alive = B.select_contexts(seg, costs, scores, kind_target[B.CONTEXT], k)
             alive = B.filter_sentences(seg, costs, scores, alive, k * kind_target[B.CONTEXT])
             filler = B.fill_contexts(seg, costs, scores, alive, kind_target[B.CONTEXT])
             alive = alive | filler
         if coarse or not cfg.iterative:
-            ratio, groups = _quotas(costs, kinds, kind_target, alive, filler if coarse else ~alive)
+            ratio, groups = _quotas(costs, kinds, kind_target, alive, filler)
             picker = QuotaPicker(costs, seg.protected, ratio, alive, groups)
             keep = np.zeros(seg.n_units, dtype=bool)
             for lo, hi in windows:

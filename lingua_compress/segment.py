@@ -247,26 +247,6 @@ def _protect_operators(text: str, starts: list[int], ends: list[int], protected:
 
 
 TEMPLATE_MAX_UNITS = 6
-# Line openings that few-shot and chain-of-thought prompts use as their format, whatever the number of blocks: a
-# single demonstration (the template rule below needs three) must not lose "The answer is" to the token pass.
-_FORMAT_OPENING_RE = re.compile(
-    r"^[ \t]*(?:(?:Question|Answer|Q|A|Input|Output|Options|Solution|Explanation|Rationale|Step \d+)[ \t]*:"
-    r"|(?:So |Therefore,? )?the answer is|Let's think step by step)",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
-def _protect_format(text: str, starts: list[int], ends: list[int], protected: list[bool]) -> None:
-    """Protect the units of the common format openings (``_FORMAT_OPENING_RE``) at the start of a line."""
-    if not starts:
-        return
-    start_arr = np.asarray(starts)
-    for m in _FORMAT_OPENING_RE.finditer(text):
-        lo = int(np.searchsorted(start_arr, m.start()))
-        for i in range(lo, len(starts)):
-            if starts[i] >= m.end():
-                break
-            protected[i] = True
 
 
 def _protect_template(text: str, parts: tuple[Part, ...], starts: list[int], ends: list[int],
