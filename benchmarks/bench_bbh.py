@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_quality import Store, extract, make_prefixes  # noqa: E402
+from bench_quality import Store, current, extract, make_prefixes  # noqa: E402
 from quality_methods import BASELINES, JOIN, known  # noqa: E402
 from quality_report import machine  # noqa: E402
 from quality_stats import accuracy_diff, wilson  # noqa: E402
@@ -178,6 +178,9 @@ def run(args: argparse.Namespace) -> dict:
         target = load_target(args.target, cache_dir() / "targets", args.threads)
         for task, (_, demos, _) in loaded.items():
             make_prefixes(args, target, demos, conds, stores[task][0])
+    for prefixes, evals in stores.values():
+        evals.rows = current(evals.rows, prefixes)  # stale results are redone, not counted as done
+    if not args.report_only:
         bar = tqdm(total=len(conds) * sum(len(t) for _, _, t in loaded.values()), desc="bbh", file=sys.stderr)
         for task, (instruction, _, tests) in loaded.items():
             evaluate(args, target, task, instruction, conds, tests, *stores[task], bar)
@@ -191,10 +194,9 @@ def _outcomes(conds, loaded, stores) -> dict[tuple[str, float], dict[tuple[str, 
     for task, (_, _, tests) in loaded.items():
         prefixes, evals = stores[task]
         for c in conds:
-            fp = (prefixes.get(*c) or {}).get("fp")
             for q in range(len(tests)):
                 rec = evals.get(*c, q, "em")
-                if rec is not None and rec.get("fp") == fp and rec.get("gen") == GEN_VERSION:
+                if rec is not None:
                     out[c][(task, q)] = bool(rec["correct"])
     return out
 

@@ -119,17 +119,21 @@ class Store:
     """Append-only JSONL of finished records; a torn last line (a killed run) is ignored and rewritten."""
 
     def __init__(self, path: Path, key: tuple[str, ...]) -> None:
-        self.path, self.key, self.rows = path, key, {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.rows[self._k(row)] = row
+        self.path, self.key = path, key
+        self.rows = {self._k(row): row for row in self.history()}
 
     def _k(self, row: dict) -> tuple:
         return tuple(row[k] for k in self.key)
+
+    def history(self) -> list[dict]:
+        """Every row ever added, older versions of a key included."""
+        rows = []
+        for line in self.path.read_text().splitlines() if self.path.exists() else []:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
 
     def get(self, *key) -> dict | None:
         return self.rows.get(tuple(key))
@@ -180,6 +184,22 @@ def extract(text: str) -> str | None:
     except ValueError:
         return None
     return str(int(number)) if number == int(number) else str(number)
+
+
+def current(rows: dict, prefixes: Store) -> dict:
+    """The results still valid: made from the very prefix text the method makes now, by today's generation rule.
+
+    A result depends on its prefix's text, not on the code that made it, so a code change that leaves the text
+    alone (a speed-up, a refactor) keeps the cached results; every prefix ever made is looked up by its fp.
+    """
+    def digest(row: dict) -> str:
+        return hashlib.sha1(row["text"].encode()).hexdigest()
+
+    made = {(p["method"], p["ratio"], p["fp"]): digest(p) for p in prefixes.history()}
+    now = {k: digest(p) for k, p in prefixes.rows.items()}
+    return {k: v for k, v in rows.items()
+            if made.get((k[0], k[1], v.get("fp"))) == now.get((k[0], k[1]), object())
+            and (v["kind"] != "em" or v.get("gen") == GEN_VERSION)}
 
 
 def evaluate(args, target, conds, tests, prefixes: Store, evals: Store) -> None:
@@ -254,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         target = load_target(args.target, cache_dir() / "targets", args.threads)
         make_prefixes(args, target, demos, conds, prefixes)
         args.scorer_dtype = scorer_dtype()
-    # Results computed against an older version of a method's prefix no longer count.
-    evals.rows = {k: v for k, v in evals.rows.items()
-                  if v.get("fp") == (prefixes.get(k[0], k[1]) or {}).get("fp", object())
-                  and (v["kind"] != "em" or v.get("gen") == GEN_VERSION)}
+    evals.rows = current(evals.rows, prefixes)
     if not args.report_only:
         evaluate(args, target, conds, tests, prefixes, evals)
     from quality_report import report

@@ -181,3 +181,19 @@ def test_bbh_dry_run_is_paired_and_resumes(tmp_path):
     assert len(lines) == 4 * 2
     assert bench_bbh.main(argv) == 0
     assert evals.read_text().splitlines() == lines  # resumed: nothing computed twice
+
+
+def test_cached_results_follow_the_prefix_text_not_the_code(tmp_path):
+    from bench_quality import Store, current
+
+    prefixes = Store(tmp_path / "p.jsonl", ("method", "ratio"))
+    prefixes.add({"method": "ours", "ratio": 0.2, "fp": "old", "text": "same text"})
+    prefixes.add({"method": "ours", "ratio": 0.1, "fp": "old", "text": "old text"})
+    # A code change (new fp) that makes the same text at 0.2 and another text at 0.1.
+    prefixes.add({"method": "ours", "ratio": 0.2, "fp": "new", "text": "same text"})
+    prefixes.add({"method": "ours", "ratio": 0.1, "fp": "new", "text": "new text"})
+    rows = {("ours", r, 0, "em"): {"fp": "old", "kind": "em", "gen": quality_targets.GEN_VERSION}
+            for r in (0.2, 0.1)}
+    rows[("ours", 0.2, 1, "em")] = {"fp": "old", "kind": "em", "gen": -1}  # an older generation rule
+    kept = current(rows, Store(tmp_path / "p.jsonl", ("method", "ratio")))
+    assert set(kept) == {("ours", 0.2, 0, "em")}
