@@ -6,7 +6,7 @@ import re
 import threading
 import time
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -28,6 +28,13 @@ from .render import render
 from .result import CompressionResult, PartStats, Timings
 from .scoring import VOCAB_MODES, CausalLMScorer, Scorer
 from .segment import PART_KINDS, PART_SEPARATOR, Prompt, Segmented, compile_keep, segment
+
+# Added to the score of a salient unit (a line label, an answer phrase): above any word's surprisal (in nats),
+# below the coarse stage's tiers in the exact-count corrections.
+SALIENT_LIFT = 100.0
+
+if TYPE_CHECKING:  # messages/ sits on top of this module
+    from .messages import MessagesResult
 
 KeepSpec = Iterable["str | re.Pattern[str]"]
 
@@ -115,6 +122,13 @@ class Compressor:
         compress each character). Every prompt's type is checked before any is compressed.
         """
         return [self.compress(p, ratio, **kwargs) for p in check_prompts(prompts)]
+
+    def compress_messages(self, messages: Sequence[dict[str, Any]], ratio: float | None = None,
+                          **kwargs: Any) -> "MessagesResult":
+        """Compress an OpenAI-style chat message list; see :func:`lingua_compress.compress_messages`."""
+        from .messages import compress_messages  # messages/ sits on top of this module: imported on use
+
+        return compress_messages(self, messages, ratio, **kwargs)
 
     def compress_prompt(
         self,
@@ -207,6 +221,7 @@ class _Run:
         if coarse:  # the context will be cut to about its budget in coarse cost: score at the ratio that leaves
             first_ratio[B.CONTEXT] = min(1.0, ctx_coarse_cost / (k * kind_cost[B.CONTEXT]))
         scores, keep, windows = self._score(costs, kinds, first_ratio)
+        rank = scores + np.where(seg.salient, SALIENT_LIFT, 0.0)
         alive = np.ones(seg.n_units, dtype=bool)
         filler = np.zeros(seg.n_units, dtype=bool)
         if coarse:
@@ -219,13 +234,13 @@ class _Run:
             picker = QuotaPicker(costs, seg.protected, ratio, alive, groups)
             keep = np.zeros(seg.n_units, dtype=bool)
             for lo, hi in windows:
-                keep[lo:hi] = picker.pick(lo, hi, scores[lo:hi])
+                keep[lo:hi] = picker.pick(lo, hi, rank[lo:hi])
         # Exact-count corrections prefer units the coarse stage kept, and the most surprising among them.
         # Corrections take from the context first: the instruction and question already run at light ratios.
         # Then the rest of a part the fill took sentences from, so added words do not scatter over dropped parts.
         started = np.bincount(seg.unit_part, alive, minlength=len(seg.parts))[seg.unit_part] > 0
-        self.add_priority = scores + np.where(alive, 1e6, 0.0) + np.where(started, 5e5, 0.0)
-        self.drop_priority = scores + np.where(kinds == B.CONTEXT, 0.0, 1e6)
+        self.add_priority = rank + np.where(alive, 1e6, 0.0) + np.where(started, 5e5, 0.0)
+        self.drop_priority = rank + np.where(kinds == B.CONTEXT, 0.0, 1e6)
         return keep
 
     def _score(self, costs: np.ndarray, kinds: np.ndarray, ratio: np.ndarray):
@@ -237,7 +252,9 @@ class _Run:
         cover = np.searchsorted(offsets[:, 0], seg.unit_start, side="right") - 1
         windows = plan_windows(np.bincount(owner[owner >= 0], minlength=seg.n_units), cfg.window_tokens)
         picker = QuotaPicker(costs, seg.protected, ratio[kinds], np.ones(seg.n_units, dtype=bool), kinds)
-        choose = picker.pick if cfg.iterative else (lambda lo, hi, s: np.ones(hi - lo, dtype=bool))
+        lift = np.where(seg.salient, SALIENT_LIFT, 0.0)
+        choose = ((lambda lo, hi, s: picker.pick(lo, hi, s + lift[lo:hi])) if cfg.iterative
+                  else (lambda lo, hi, s: np.ones(hi - lo, dtype=bool)))
         # Whitespace tokens and protected words are kept whatever they score: skip their output-head work.
         need = (firsts < offsets[:, 1]) & (owner >= 0) & ~seg.protected[np.maximum(owner, 0)]
         t0 = time.perf_counter()

@@ -63,6 +63,10 @@ _SENTENCE_END_RE = re.compile(r"(?<=[.!?。！？])\s+|\n\s*")
 _IDENTIFIER_RE = re.compile(r"\d|_|[a-z][A-Z]")
 _OPERATOR_RE = re.compile(r"[-+*/×÷=<>^()\[\]]+")
 _VARIABLE_RE = re.compile(r"(?![aAI]$)[A-Za-z]")  # a one-letter unknown, not the words "a" and "I"
+# A line's label ("Question:", "Final answer:") and the few-shot answer phrases a target copies.
+# Words are bounded and must be space-separated, so a long line without a colon costs linear time.
+_OPENING_RE = re.compile(r"^[ \t]*[A-Za-z][A-Za-z'’]{0,24}(?:[ \t]+[A-Za-z][A-Za-z'’]{0,24}){0,2}[ \t]*:(?=\s|$)"
+                         r"|^[ \t]*(?:So )?[Tt]he answer is\b|\bLet's think step by step\b", re.M)
 
 
 def line_view(text: str) -> str:
@@ -149,6 +153,7 @@ class Segmented:
     unit_sentence: np.ndarray
     protected: np.ndarray  # bool: never dropped by the token pass
     forced: np.ndarray  # bool: a user keep= match; its sentence and part are never dropped either
+    salient: np.ndarray  # bool: format words the token pass keeps first, while its budget allows
 
     @property
     def n_units(self) -> int:
@@ -250,13 +255,13 @@ TEMPLATE_MAX_UNITS = 6
 
 
 def _protect_template(text: str, parts: tuple[Part, ...], starts: list[int], ends: list[int],
-                      part_idx: list[int], protected: list[bool]) -> None:
+                      part_idx: list[int], protected: list[bool]) -> bool:
     """Protect line openings that most demonstrations share ("Question:", "Let's think step by step",
     "The answer is"): they are the format the target LLM copies, cheap, and predictable enough that the
-    token pass would otherwise drop them first."""
+    token pass would otherwise drop them first. False where there are too few demonstrations to tell."""
     blocks = {i for i, p in enumerate(parts) if p.kind == "context"}  # a set: a long text has many blocks
     if len(blocks) < 3:
-        return
+        return False
     lines: list[tuple[int, list[int]]] = []  # (part, unit indices of one line)
     for i in range(len(starts)):
         if part_idx[i] in blocks and (not lines or lines[-1][0] != part_idx[i]
@@ -274,6 +279,21 @@ def _protect_template(text: str, parts: tuple[Part, ...], starts: list[int], end
         n = max((n for n in range(1, len(words) + 1) if len(seen[tuple(words[:n])]) >= quorum), default=0)
         for u in units[:n]:
             protected[u] = True
+    return True
+
+
+def _openings(text: str, starts: np.ndarray, ends: np.ndarray, protected: np.ndarray) -> np.ndarray:
+    """Units of line labels and answer phrases, for prompts too short for :func:`_protect_template` to learn
+    their format from repetition (a single worked example). Not protected: a tight budget must still be met
+    (protecting them made short prompts overshoot), so the token pass takes them first instead."""
+    spans = np.array([m.span() for m in _OPENING_RE.finditer(text)], dtype=np.int64).reshape(-1, 2)
+    if not len(spans):
+        return np.zeros(len(starts), dtype=bool)
+    # Matches do not overlap and come in order: a unit overlaps the first match ending after its start, if any.
+    first = np.searchsorted(spans[:, 1], starts, side="right")
+    hit = first < len(spans)
+    hit[hit] = spans[first[hit], 0] < ends[hit]
+    return hit & ~protected
 
 
 def segment(
@@ -304,11 +324,15 @@ def segment(
             sent_idx.append(si)
             protected.append(protect_defaults
                              and (m.lastgroup in _PROTECTED_KINDS or bool(_IDENTIFIER_RE.search(word))))
+    templated = False
     if protect_defaults:
         _protect_operators(view, starts, ends, protected)
-        _protect_template(view, parts, starts, ends, part_idx, protected)
+        templated = _protect_template(view, parts, starts, ends, part_idx, protected)
     unit_start = np.array(starts, dtype=np.int64)
     unit_end = np.array(ends, dtype=np.int64)
+    salient = np.zeros(len(starts), dtype=bool)
+    if protect_defaults and not templated:
+        salient = _openings(view, unit_start, unit_end, np.array(protected, dtype=bool))
     forced = np.zeros(len(starts), dtype=bool)
     for pattern in keep:
         for m in pattern.finditer(text):
@@ -324,4 +348,5 @@ def segment(
         unit_sentence=np.array(sent_idx, dtype=np.int64),
         protected=np.array(protected, dtype=bool) | forced,
         forced=forced,
+        salient=salient & ~forced,
     )
