@@ -15,6 +15,7 @@ from .errors import (
     LinguaCompressError,
     ModelLoadError,
 )
+from .messages import MessagesConfig, MessagesResult, MessageStats, compress_messages
 from .result import CompressionResult, PartStats, Timings
 from .scoring import CausalLMScorer, Scorer, ScoringSession
 from .segment import Prompt
@@ -35,6 +36,9 @@ __all__ = [
     "CostReport",
     "InvalidPromptError",
     "LinguaCompressError",
+    "MessageStats",
+    "MessagesConfig",
+    "MessagesResult",
     "ModelLoadError",
     "PartStats",
     "Prices",
@@ -47,5 +51,6 @@ __all__ = [
     "__version__",
     "compress",
     "compress_corpus",
+    "compress_messages",
     "run_batched",
 ]

@@ -1,0 +1,168 @@
+"""compress_messages: a chat message list to a budget, role-aware and structure-safe.
+
+Budget: system prompts and the last user turn keep at least their configured share of their prose; code, tables,
+JSON structure and non-text parts cost what they cost; every other message (older turns, assistant replies, tool
+outputs) shares what is left, newest first, each message's miss carried to the next so the total lands near it.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..config import check_ratio, check_target_tokens
+from ..counting import TokenCounter, make_counter, resolve_tokenizer
+from ..errors import BudgetWarning, ConfigError
+from .slots import compress_slots
+from .structure import Counts, Piece, Splitter, render
+from .types import MessagesConfig, MessagesResult, MessageStats
+from .validate import check_messages
+
+if TYPE_CHECKING:
+    from ..api import Compressor
+
+
+@dataclass
+class _Plan:
+    """One message: its texts split into pieces, the prose slots they share, and their token counts."""
+
+    index: int
+    role: str
+    texts: list[tuple[int | None, list[Piece]]]  # (content part index, or None for a str content; pieces)
+    slots: list[str] = field(default_factory=list)
+    counts: Counts = field(default_factory=Counts)
+    parts_passed: int = 0
+    original_tokens: int = 0
+    prose_tokens: int = 0
+    outputs: list[str] = field(default_factory=list)
+    budget_ratio: float = 1.0
+
+
+def compress_messages(
+    compressor: "Compressor",
+    messages: Sequence[dict[str, Any]],
+    ratio: float | None = None,
+    *,
+    target_tokens: int | None = None,
+    config: MessagesConfig | None = None,
+    target_tokenizer: Any = None,
+) -> MessagesResult:
+    """Compress an OpenAI-style chat message list to ``ratio`` x its content tokens (or to ``target_tokens``).
+
+    The list comes back a deep copy in the same shape: roles, names, tool calls, key order and unknown keys
+    unchanged; only text content (a str, or ``{"type": "text"}`` parts) is shortened, and within it only prose:
+    code, tables, links, markdown markers and JSON structure are kept (see :class:`MessagesConfig`). By default
+    system prompts and the last user turn are kept verbatim and older turns and tool outputs take the cut.
+
+    Raises:
+        InvalidPromptError: ``messages`` is not a list of messages, naming the first bad index.
+        ConfigError: a bad ratio, budget, config or compressor.
+    """
+    cfg = config if config is not None else MessagesConfig()
+    if not isinstance(cfg, MessagesConfig):
+        raise ConfigError(f"config must be a MessagesConfig, got {type(cfg).__name__}")
+    if (ratio is None) == (target_tokens is None):
+        raise ConfigError(f"give exactly one of ratio or target_tokens (got ratio={ratio!r}, "
+                          f"target_tokens={target_tokens!r})")
+    ratio = check_ratio(ratio) if ratio is not None else None
+    target_tokens = check_target_tokens(target_tokens) if target_tokens is not None else None
+    checked = check_messages(messages)
+    if not callable(getattr(compressor, "compress", None)):
+        raise ConfigError(f"compressor must be a lingua_compress.Compressor, got {type(compressor).__name__}")
+    tokenizer = resolve_tokenizer(target_tokenizer)  # a bad name fails before the model loads
+    out = copy.deepcopy(checked)  # the caller's list is never touched; only copied text is replaced
+    counter = make_counter(tokenizer, compressor.scorer if tokenizer is None else None)
+    plans = [_plan(i, m, cfg, counter) for i, m in enumerate(out)]
+    original = sum(p.original_tokens for p in plans)
+    target = ratio * original if ratio is not None else float(target_tokens)
+    _run(compressor, plans, _pinned(out, cfg), target, cfg, tokenizer, counter)
+    stats = tuple(_write(m, p, counter) for m, p in zip(out, plans))
+    compressed = sum(s.compressed_tokens for s in stats)
+    _warn_off_budget(compressed, target, original)
+    return MessagesResult(out, original, compressed, int(round(min(target, original))), stats, counter.name)
+
+
+def _plan(index: int, message: dict[str, Any], cfg: MessagesConfig, counter: TokenCounter) -> _Plan:
+    plan = _Plan(index, message["role"], [])
+    splitter = Splitter(cfg, plan.slots, plan.counts)
+    content = message.get("content")
+    if isinstance(content, str):
+        plan.texts.append((None, splitter.split(content)))
+        plan.original_tokens = counter.count(content)
+    elif isinstance(content, list):
+        for j, part in enumerate(content):
+            if part["type"] != "text":
+                plan.parts_passed += 1  # images, audio, files: nothing here can shorten them safely
+                continue
+            plan.texts.append((j, splitter.split(part["text"])))
+            plan.original_tokens += counter.count(part["text"])
+    plan.prose_tokens = counter.count("\n\n".join(plan.slots))
+    plan.outputs = list(plan.slots)
+    return plan
+
+
+def _pinned(messages: list[dict[str, Any]], cfg: MessagesConfig) -> dict[int, float]:
+    """The messages kept at a floor ratio of their own: system roles, and the last user turn."""
+    pinned = {i: cfg.system_ratio for i, m in enumerate(messages) if m["role"] in cfg.system_roles}
+    users = [i for i, m in enumerate(messages) if m["role"] == "user" and i not in pinned]
+    if users:
+        pinned[users[-1]] = cfg.last_user_ratio
+    return pinned
+
+
+def _run(compressor: Any, plans: list[_Plan], pinned: dict[int, float], target: float, cfg: MessagesConfig,
+         tokenizer: Any, counter: TokenCounter) -> None:
+    fixed = sum(max(0, p.original_tokens - p.prose_tokens) for p in plans)
+    floor = sum(r * plans[i].prose_tokens for i, r in pinned.items())
+    free = [p for p in reversed(plans) if p.index not in pinned]  # newest first: the oldest absorb the misses
+    free_prose = sum(p.prose_tokens for p in free)
+    room = target - fixed - floor
+    # When the free messages can keep everything, the spare lifts the pinned ones towards verbatim.
+    spare = sum((1 - r) * plans[i].prose_tokens for i, r in pinned.items())
+    lift = min(1.0, max(0.0, (room - free_prose) / spare)) if spare > 0 else 0.0
+    for i, r in pinned.items():
+        _compress(compressor, plans[i], (r + lift * (1 - r)) * plans[i].prose_tokens, cfg, tokenizer, counter)
+    budget = min(max(room, 0.0), float(free_prose))
+    left = free_prose
+    for plan in free:
+        share = budget * plan.prose_tokens / left if left else 0.0
+        budget = max(0.0, budget - _compress(compressor, plan, share, cfg, tokenizer, counter))
+        left -= plan.prose_tokens
+
+
+def _compress(compressor: Any, plan: _Plan, budget: float, cfg: MessagesConfig, tokenizer: Any,
+              counter: TokenCounter) -> int:
+    """Compress one message's prose to about ``budget`` tokens; returns what it costs now."""
+    tokens = int(round(budget))
+    plan.budget_ratio = min(1.0, budget / plan.prose_tokens) if plan.prose_tokens else 1.0
+    if not plan.slots or tokens >= plan.prose_tokens:
+        return plan.prose_tokens
+    plan.outputs, used = compress_slots(compressor, plan.slots, tokens, cfg.keep, tokenizer, counter)
+    return used
+
+
+def _write(message: dict[str, Any], plan: _Plan, counter: TokenCounter) -> MessageStats:
+    """Put the compressed texts back into the copied message, in place, so key order stays as it was."""
+    compressed = 0
+    for part, pieces in plan.texts:
+        text = render(pieces, plan.outputs)
+        if part is None:
+            message["content"] = text
+        else:
+            message["content"][part]["text"] = text
+        compressed += counter.count(text)
+    c = plan.counts
+    return MessageStats(plan.index, plan.role, plan.original_tokens, compressed, plan.budget_ratio,
+                        c.code_blocks, c.json_documents, c.tables, plan.parts_passed)
+
+
+def _warn_off_budget(compressed: int, target: float, original: int) -> None:
+    if compressed > target + max(0.05 * target, 3):
+        warnings.warn(
+            f"the messages keep {compressed} tokens against a budget of {target:.0f} (of {original}): system "
+            "prompts and the last user turn at their ratios, code, tables, JSON structure and protected words "
+            "are kept; see result.per_message for where the tokens went",
+            BudgetWarning, stacklevel=3,
+        )

@@ -1,0 +1,291 @@
+"""Invariants of compress_messages over generated JSON documents, markdown with code, and message lists.
+
+Each invariant runs three ways:
+- 1,000 cases through ``Halving``, a model-free compressor that keeps every other word: fast enough for many cases,
+  and exact enough to check string values word by word;
+- 200-300 cases through the real pipeline on the model-free ``FakeScorer`` (real rendering, real kept spans);
+- 20-25 cases through the tiny random-weight model (real transformers code paths).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from lingua_compress import Compressor, MessagesConfig, Prompt, compress_messages
+from lingua_compress.result import CompressionResult, Timings
+from fakes import FakeScorer
+
+pytestmark = pytest.mark.filterwarnings("ignore::lingua_compress.BudgetWarning")
+
+
+def _settings(n: int) -> settings:
+    return settings(max_examples=n, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+class Halving:
+    """Keeps every other whitespace-separated word of each demonstration, the first always; no model."""
+
+    def __init__(self) -> None:
+        self.scorer = FakeScorer()
+
+    def compress(self, prompt, ratio=None, *, target_tokens=None, keep=(), target_tokenizer=None):
+        demos = [prompt] if isinstance(prompt, str) else list(prompt.demonstrations)
+        original, spans = "", []
+        for demo in demos:
+            original += "\n\n" if original else ""
+            base = len(original)
+            original += demo
+            spans += [(base + m.start(), base + m.end()) for k, m in enumerate(re.finditer(r"\S+", demo)) if k % 2 == 0]
+        text = ""
+        for k, (s, e) in enumerate(spans):
+            if k:
+                text += "\n" if "\n" in original[spans[k - 1][1]:s] else " "
+            text += original[s:e]
+        count = lambda t: len(self.scorer.tokenize(t)[0])  # noqa: E731
+        return CompressionResult(text, original, count(original), count(text), target_tokens or 0, tuple(spans), (),
+                                 "fake", Timings(0.0, 0.0, 0))
+
+
+HALVING = Halving()
+PIPELINE = Compressor(scorer=FakeScorer())
+
+
+@pytest.fixture(scope="module")
+def tiny(scorer):
+    return Compressor(scorer=scorer)
+
+
+# ---- generators -------------------------------------------------------------------------------------------------
+
+PLAIN_WORDS = st.text(st.characters(categories=("L", "N")), min_size=1, max_size=8)
+MARKUP_WORDS = st.sampled_from(["-", "#", "|", ">", "*", "1.", "`x y`", "[a](b)", "https://e.io/p", "<b>", ",", "."])
+WORD = st.one_of(PLAIN_WORDS, PLAIN_WORDS, PLAIN_WORDS, MARKUP_WORDS)
+SEP = st.sampled_from([" ", " ", " ", " ", "\n", "  ", "\n\n", "\t"])
+def _prose(min_words: int, max_words: int) -> st.SearchStrategy[str]:
+    return st.lists(st.tuples(WORD, SEP), min_size=min_words, max_size=max_words).map(
+        lambda xs: "".join(w + s for w, s in xs).strip())
+
+
+PROSE = st.one_of(_prose(0, 6), _prose(8, 40), _prose(8, 40))  # mostly long enough to be cut
+SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                   st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10), PROSE, PROSE)
+JSON_VALUE = st.recursive(SCALAR, lambda inner: st.one_of(
+    st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)), max_leaves=20)
+JSON_DOC = st.one_of(st.lists(JSON_VALUE, max_size=5), st.dictionaries(st.text(max_size=8), JSON_VALUE, max_size=6))
+
+
+@st.composite
+def json_content(draw):
+    """A JSON document as a message would carry it: whole content, or a fenced json block between prose."""
+    doc = draw(JSON_DOC)
+    text = json.dumps(doc, indent=draw(st.sampled_from([None, 2, 4])), ensure_ascii=draw(st.booleans()))
+    if draw(st.booleans()):
+        return doc, text, False
+    return doc, f"{draw(PROSE)}\n\n```json\n{text}\n```\n\n{draw(PROSE)}", True
+
+
+CODE_LINE = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), max_size=30).filter(
+    lambda s: not re.fullmatch(r" {0,3}(`{3,}|~{3,}).*", s))
+
+
+@st.composite
+def code_block(draw):
+    fence = draw(st.sampled_from(["```", "~~~", "````"]))
+    info = draw(st.sampled_from(["", "python", "bash", "text"]))
+    body = draw(st.lists(CODE_LINE, max_size=6))
+    if draw(st.booleans()):
+        return f"{fence}{info}\n" + "".join(line + "\n" for line in body) + f"{fence}\n"
+    lines = draw(st.lists(st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)),
+                                  min_size=1, max_size=20).filter(lambda s: not s[0].isspace()), min_size=1, max_size=4))
+    return "".join(f"    {line}\n" for line in lines)
+
+
+@st.composite
+def markdown_with_code(draw):
+    blocks = draw(st.lists(st.one_of(code_block(), PROSE.filter(bool).map(lambda p: ("prose", p))), min_size=1,
+                           max_size=6))
+    codes = [b for b in blocks if isinstance(b, str)]
+    text = "\n".join(b if isinstance(b, str) else b[1] + "\n" for b in blocks)
+    return text, codes
+
+
+TEXT = st.one_of(PROSE, markdown_with_code().map(lambda t: t[0]), json_content().map(lambda t: t[1]))
+PART = st.one_of(
+    st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}),
+    st.fixed_dictionaries({"type": st.just("text"), "text": TEXT, "cache_control": st.just({"type": "ephemeral"})}),
+    st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": st.text()})}),
+    st.fixed_dictionaries({"type": st.just("input_audio"), "input_audio": st.just({"data": "AAAA", "format": "wav"})}),
+)
+TOOL_CALLS = st.lists(st.fixed_dictionaries({"id": st.text(max_size=5), "type": st.just("function"), "function":
+                      st.fixed_dictionaries({"name": st.text(max_size=5), "arguments": TEXT})}), max_size=2)
+EXTRA = {"name": st.text(max_size=6), "tool_calls": TOOL_CALLS, "tool_call_id": st.text(max_size=6),
+         "weight": st.integers(), "metadata": JSON_VALUE}
+
+
+@st.composite
+def message(draw):
+    role = draw(st.sampled_from(["system", "developer", "user", "user", "assistant", "tool", "function", "critic"]))
+    content = draw(st.one_of(st.none(), TEXT, st.lists(PART, max_size=4)))
+    items = [("role", role), ("content", content)]
+    if draw(st.booleans()):
+        items.pop(1)  # a message may have no content key at all
+    items += [(k, draw(v)) for k, v in EXTRA.items() if draw(st.booleans())]
+    return dict(draw(st.permutations(items)))
+
+
+MESSAGES = st.lists(message(), max_size=6)
+RATIO = st.sampled_from([0.1, 0.3, 0.5, 0.8])
+
+
+# ---- invariants -------------------------------------------------------------------------------------------------
+
+def words_in_order(out: str, original: str) -> bool:
+    rest = iter(original.split())
+    return all(w in rest for w in out.split())
+
+
+def chars_in_order(out: str, original: str) -> bool:
+    rest = iter(c for c in original if not c.isspace())
+    return all(c in rest for c in out if not c.isspace())
+
+
+def same_json(out, original, strings_ok) -> bool:
+    """Same structure, keys (in order) and non-string values; strings only shortened."""
+    if type(out) is not type(original):
+        return False
+    if isinstance(original, dict):
+        return list(out) == list(original) and all(same_json(out[k], original[k], strings_ok) for k in original)
+    if isinstance(original, list):
+        return len(out) == len(original) and all(same_json(a, b, strings_ok) for a, b in zip(out, original))
+    if isinstance(original, str):
+        return strings_ok(out, original)
+    return out == original
+
+
+def check_json(compressor, doc, text, fenced, ratio, strings_ok) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "tool", "content": text},
+                {"role": "user", "content": "Summarise the tool output."}]
+    out = compress_messages(compressor, messages, ratio).messages[1]["content"]
+    event("compressed" if out != text else "unchanged")
+    if not fenced:
+        assert same_json(json.loads(out), doc, strings_ok)
+        return
+    body = re.search(r"```json\n(.*)\n```", out, re.DOTALL)
+    assert body is not None, out
+    assert same_json(json.loads(body.group(1)), doc, strings_ok)
+
+
+def check_code(compressor, text, codes, ratio) -> None:
+    messages = [{"role": "user", "content": text}, {"role": "user", "content": "What does the code do?"}]
+    out = compress_messages(compressor, messages, ratio).messages[0]["content"]
+    event("compressed" if out != text else "unchanged")
+    pos = 0
+    for code in codes:
+        at = out.find(code, pos)
+        assert at >= 0, (code, out)
+        pos = at + len(code)
+
+
+def check_shape(compressor, messages, ratio) -> None:
+    before = copy.deepcopy(messages)
+    res = compress_messages(compressor, messages, ratio, config=MessagesConfig(min_words=2))
+    assert messages == before  # the caller's list is untouched
+    event("compressed" if res.messages != messages else "unchanged")
+    assert len(res.messages) == len(messages) and len(res.per_message) == len(messages)
+    for out, original in zip(res.messages, messages):
+        assert list(out) == list(original)
+        assert {k: v for k, v in out.items() if k != "content"} == {k: v for k, v in original.items() if k != "content"}
+        content, was = out.get("content"), original.get("content")
+        assert type(content) is type(was)
+        if isinstance(was, str):
+            assert chars_in_order(content, was)
+        if isinstance(was, list):
+            assert len(content) == len(was)
+            for part, old in zip(content, was):
+                assert list(part) == list(old)
+                assert {k: v for k, v in part.items() if k != "text"} == {k: v for k, v in old.items() if k != "text"}
+                if old["type"] == "text":
+                    assert chars_in_order(part["text"], old["text"])
+                else:
+                    assert part == old
+    assert res.compressed_tokens == sum(s.compressed_tokens for s in res.per_message)
+    assert [s.role for s in res.per_message] == [m["role"] for m in messages]
+
+
+# ---- JSON: output parses, keys and non-string values identical, strings shortened in order ----------------------
+
+@pytest.mark.slow
+@_settings(1000)
+@given(json_content(), RATIO)
+def test_json_halving_1000(case, ratio):
+    """1,000 generated JSON documents (whole content or fenced) through the word-halving compressor."""
+    check_json(HALVING, *case, ratio, words_in_order)
+
+
+@_settings(300)
+@given(json_content(), RATIO)
+def test_json_pipeline_300(case, ratio):
+    """300 generated JSON documents through the real pipeline on the fake scorer."""
+    check_json(PIPELINE, *case, ratio, chars_in_order)
+
+
+@_settings(25)
+@given(json_content(), RATIO)
+def test_json_tiny_model_25(tiny, case, ratio):
+    """25 generated JSON documents through the tiny model."""
+    check_json(tiny, *case, ratio, chars_in_order)
+
+
+# ---- code blocks: byte-identical, in order -----------------------------------------------------------------------
+
+@pytest.mark.slow
+@_settings(1000)
+@given(markdown_with_code(), RATIO)
+def test_code_blocks_halving_1000(case, ratio):
+    """1,000 generated markdown texts with fenced and indented code through the word-halving compressor."""
+    check_code(HALVING, *case, ratio)
+
+
+@_settings(200)
+@given(markdown_with_code(), RATIO)
+def test_code_blocks_pipeline_200(case, ratio):
+    """200 generated markdown texts with code through the real pipeline on the fake scorer."""
+    check_code(PIPELINE, *case, ratio)
+
+
+@_settings(20)
+@given(markdown_with_code(), RATIO)
+def test_code_blocks_tiny_model_20(tiny, case, ratio):
+    """20 generated markdown texts with code through the tiny model."""
+    check_code(tiny, *case, ratio)
+
+
+# ---- message lists: shape, roles, names, tool calls, extra keys, key order and length identical -----------------
+
+@pytest.mark.slow
+@_settings(1000)
+@given(MESSAGES, RATIO)
+def test_shape_halving_1000(messages, ratio):
+    """1,000 generated message lists through the word-halving compressor."""
+    check_shape(HALVING, messages, ratio)
+
+
+@_settings(200)
+@given(MESSAGES, RATIO)
+def test_shape_pipeline_200(messages, ratio):
+    """200 generated message lists through the real pipeline on the fake scorer."""
+    check_shape(PIPELINE, messages, ratio)
+
+
+@_settings(20)
+@given(MESSAGES, RATIO)
+def test_shape_tiny_model_20(tiny, messages, ratio):
+    """20 generated message lists through the tiny model."""
+    check_shape(tiny, messages, ratio)
