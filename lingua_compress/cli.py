@@ -1,6 +1,6 @@
 """Command line: ``lingua-compress [FILE] --ratio 0.2`` reads stdin by default and writes the compressed text.
 
-Subcommands ``batch`` and ``corpus`` have their own options (``lingua-compress batch --help``).
+Subcommands ``batch``, ``corpus`` and ``serve`` have their own options (``lingua-compress batch --help``).
 Exit codes: 0 ok, 1 compression or model error, 2 usage error (undecodable input included), 130 interrupted.
 """
 
@@ -14,7 +14,11 @@ from typing import Sequence, TextIO
 
 from .errors import LinguaCompressError
 
-SUBCOMMANDS = {"batch": "lingua_compress.batch.cli", "corpus": "lingua_compress.corpus"}
+SUBCOMMANDS = {
+    "batch": "lingua_compress.batch.cli",
+    "corpus": "lingua_compress.corpus",
+    "serve": "lingua_compress.serve.cli",  # needs the serve extra; says so itself when it is missing
+}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DECODE_ERRORS = ("strict", "replace", "ignore")
 _DROP_ON, _DROP_OFF = "\x1b[9;2;31m", "\x1b[0m"  # strikethrough, dim, red
@@ -23,7 +27,7 @@ _DROP_ON, _DROP_OFF = "\x1b[9;2;31m", "\x1b[0m"  # strikethrough, dim, red
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lingua-compress",
-        description="Compress a prompt with a small local LM. Subcommands: batch, corpus (see '<cmd> --help').",
+        description="Compress a prompt with a small local LM. Subcommands: batch, corpus, serve (see '<cmd> --help').",
     )
     p.add_argument("file", nargs="?", default="-", help="prompt file (default: stdin)")
     p.add_argument("-i", "--input", dest="input", help="same as FILE")
