@@ -7,6 +7,7 @@ from .api import Compressor, compress
 from .batch import BatchConfig, BatchFormat, CostReport, Prices, RunResult, Sample, run_batched
 from .config import CompressionConfig
 from .corpus import CorpusSummary, compress_corpus
+from .documents import DocumentsResult
 from .errors import (
     BatchParseError,
     BudgetWarning,
@@ -16,6 +17,7 @@ from .errors import (
     ModelLoadError,
 )
 from .messages import MessagesConfig, MessagesResult, MessageStats, compress_messages
+from .recovery import recover
 from .result import CompressionResult, PartStats, Timings
 from .scoring import CausalLMScorer, Scorer, ScoringSession
 from .segment import Prompt
@@ -34,6 +36,7 @@ __all__ = [
     "ConfigError",
     "CorpusSummary",
     "CostReport",
+    "DocumentsResult",
     "InvalidPromptError",
     "LinguaCompressError",
     "MessageStats",
@@ -52,5 +55,6 @@ __all__ = [
     "compress",
     "compress_corpus",
     "compress_messages",
+    "recover",
     "run_batched",
 ]

@@ -34,6 +34,9 @@ from .segment import PART_KINDS, PART_SEPARATOR, Prompt, Segmented, compile_keep
 SALIENT_LIFT = 100.0
 
 if TYPE_CHECKING:  # messages/ sits on top of this module
+    from pathlib import Path
+
+    from .documents import DocumentsResult
     from .messages import MessagesResult
 
 KeepSpec = Iterable["str | re.Pattern[str]"]
@@ -45,6 +48,7 @@ class Compressor:
     >>> c = Compressor()                      # embedded Gemma 3 270M, loaded once on first use
     >>> r = c.compress(long_prompt, ratio=0.2)
     >>> r.compressed_tokens, r.compression
+    >>> Compressor(adapter="my-adapter/")     # the scorer aligned to a target LLM (lingua-compress align)
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class Compressor:
         vocab: str = "restricted",
         config: CompressionConfig | None = None,
         scorer: Scorer | None = None,
+        adapter: str | Path | None = None,
     ) -> None:
         if config is not None and not isinstance(config, CompressionConfig):
             raise ConfigError(f"config must be a CompressionConfig, got {type(config).__name__}")
@@ -65,8 +70,14 @@ class Compressor:
         model = check_spec(model, device, dtype)
         if scorer is not None and not isinstance(scorer, Scorer):
             raise ConfigError(f"scorer must implement lingua_compress.Scorer, got {type(scorer).__name__}")
+        if adapter is not None and scorer is not None:
+            raise ConfigError("give adapter= or scorer=, not both: the adapter is applied to the model this "
+                              "Compressor loads")
+        from .align.load import check_adapter  # files and manifest only; the model is still loaded lazily
+
         self.config = config or CompressionConfig()
-        self._spec = {"model": model, "device": device, "dtype": dtype, "vocab": vocab}
+        self._spec = {"model": model, "device": device, "dtype": dtype, "vocab": vocab,
+                      "adapter": check_adapter(adapter)}
         self._scorer = scorer
         self._lock = threading.Lock()
 
@@ -87,6 +98,7 @@ class Compressor:
         target_tokens: int | None = None,
         keep: KeepSpec = (),
         target_tokenizer: Any = None,
+        question_aware: bool | None = None,
     ) -> CompressionResult:
         """Compress ``prompt`` to ``ratio`` x its tokens (or to ``target_tokens``), in the counting tokenizer.
 
@@ -98,6 +110,8 @@ class Compressor:
                 literally, and as a regex too if it is one).
             target_tokenizer: the target LLM's tokenizer (HF tokenizer, ``encode`` object or callable
                 ``str -> list``); budgets and counts are in it. Default: the scorer's tokenizer.
+            question_aware: rank and prune the demonstrations (documents) by the ``Prompt``'s question
+                (LongLLMLingua; see :mod:`lingua_compress.question`). None: the config's ``question_aware``.
         """
         check_prompt(prompt)
         if (ratio is None) == (target_tokens is None):
@@ -107,6 +121,12 @@ class Compressor:
         target_tokens = check_target_tokens(target_tokens) if target_tokens is not None else None
         patterns = compile_keep(keep)
         target_tokenizer = resolve_tokenizer(target_tokenizer)  # a bad name fails before the model loads
+        if question_aware is not None or self.config.question_aware:
+            from . import question_run as QR  # on use: it builds on this module, and the default path skips it
+
+            if QR.use_question(question_aware, self.config, prompt):
+                return QR.compress_question_aware(self, self.config, prompt, ratio, target_tokens, patterns,
+                                                  target_tokenizer).result
         started = time.perf_counter()
         seg = segment(prompt, patterns, protect_defaults=self.config.protect_numbers)
         scorer = self.scorer
@@ -130,6 +150,33 @@ class Compressor:
 
         return compress_messages(self, messages, ratio, **kwargs)
 
+    def compress_documents(
+        self,
+        docs: Sequence[str],
+        question: str | None = None,
+        ratio: float | None = None,
+        *,
+        target_tokens: int | None = None,
+        question_aware: bool | None = None,
+        reorder: str = "none",
+        dynamic_ratio: float = 0.0,
+        instruction: str = "",
+        target_tokenizer: Any = None,
+        keep: KeepSpec = (),
+    ) -> "DocumentsResult":
+        """Compress retrieved documents for ``question`` and get each back: ``result.documents[i]`` is document
+        ``i`` compressed ("" if dropped), ``result.text`` the prompt to send (instruction, documents, question).
+
+        With a question (``question_aware`` defaults to True then) documents are ranked by how well each predicts
+        it: the budget goes to relevant ones first, ``reorder`` ("none", "sort", "two_ends") places them and
+        ``dynamic_ratio`` in [0, 1) prunes the more relevant ones less. Other arguments as :meth:`compress`.
+        """
+        from .documents import compress_documents  # on use: it builds on this module
+
+        return compress_documents(self, docs, question, ratio, target_tokens=target_tokens,
+                                  question_aware=question_aware, reorder=reorder, dynamic_ratio=dynamic_ratio,
+                                  instruction=instruction, target_tokenizer=target_tokenizer, keep=keep)
+
     def compress_prompt(
         self,
         context: str | Sequence[str],
@@ -140,18 +187,33 @@ class Compressor:
         *,
         keep: KeepSpec = (),
         target_tokenizer: Any = None,
+        rank_method: str | None = None,
+        reorder_context: str = "original",
+        dynamic_context_compression_ratio: float = 0.0,
+        condition_in_question: str = "none",
+        condition_compare: bool = False,
     ) -> dict[str, Any]:
         """LLMLingua-compatible call: same arguments and result keys, with numbers where LLMLingua has strings.
 
         Differences: ``target_token`` budgets the whole prompt (instruction and question included), and the
-        instruction and question are compressed lightly instead of kept verbatim.
+        instruction and question are compressed lightly instead of kept verbatim. LongLLMLingua's arguments:
+        ``rank_method="longllmlingua"`` is question-aware compression, ``reorder_context`` "original" / "sort" /
+        "two_stage" place the documents as given / most relevant first / most relevant at both ends,
+        ``dynamic_context_compression_ratio`` in [0, 1) prunes more relevant documents less, and a
+        ``condition_in_question`` ending in "_condition" (or ``condition_compare=True``) scores words by contrastive
+        surprisal ("none" / "after": the question only ranks documents; "before" is not offered).
         """
         prompt = Prompt(instruction=instruction, demonstrations=check_context(context), question=question)
         budget = check_target_token(target_token)
-        if budget is not None:
-            res = self.compress(prompt, target_tokens=budget, keep=keep, target_tokenizer=target_tokenizer)
+        from .question_run import compress_question_aware, longllmlingua_config  # on use: it builds on this module
+
+        qa_config = longllmlingua_config(self.config, question, rank_method, reorder_context,
+                                         dynamic_context_compression_ratio, condition_in_question, condition_compare)
+        ratio = check_ratio(rate, "rate") if budget is None else None
+        if qa_config is not None:
+            res = compress_question_aware(self, qa_config, prompt, ratio, budget, keep, target_tokenizer).result
         else:
-            res = self.compress(prompt, check_ratio(rate, "rate"), keep=keep, target_tokenizer=target_tokenizer)
+            res = self.compress(prompt, ratio, target_tokens=budget, keep=keep, target_tokenizer=target_tokenizer)
         return {
             "compressed_prompt": res.text,
             "origin_tokens": res.original_tokens,

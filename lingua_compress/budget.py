@@ -57,14 +57,16 @@ def _greedy(costs: np.ndarray, scores: np.ndarray, budget: float) -> np.ndarray:
 
 
 def select_contexts(
-    seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, budget: float, k: float
+    seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, budget: float, k: float,
+    part_scores: np.ndarray | None = None,
 ) -> np.ndarray:
     """Unit mask of the context parts kept whole, chosen by mean surprisal (high perplexity = informative):
     the best worth up to k x ``budget`` in :func:`coarse_costs`.
 
-    Parts holding a user ``keep=`` match are always kept.
+    Parts holding a user ``keep=`` match are always kept. ``part_scores`` (one per part, higher = better)
+    replaces the mean surprisal as the ranking: question-aware compression ranks by relevance to the question.
     """
-    ctx_parts, part_cost, part_score = _context_parts(seg, costs, unit_scores)
+    ctx_parts, part_cost, part_score = _context_parts(seg, costs, unit_scores, part_scores)
     if len(ctx_parts) < 2:
         return np.ones(seg.n_units, dtype=bool)
     part_coarse = np.bincount(seg.unit_part, coarse_costs(costs, seg.protected, k), minlength=len(seg.parts))
@@ -81,7 +83,8 @@ def select_contexts(
 
 
 def fill_contexts(
-    seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, alive: np.ndarray, budget: float
+    seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, alive: np.ndarray, budget: float,
+    part_scores: np.ndarray | None = None,
 ) -> np.ndarray:
     """Unit mask of whole sentences to add from dropped context parts while the kept context costs less than
     ``budget``: from the best part, its first sentences in order until the budget is reached, and its last one
@@ -92,7 +95,7 @@ def fill_contexts(
     pass could not spend the rest, and the exact-count correction would make it up with single words scattered
     over the dropped parts.
     """
-    ctx_parts, part_cost, part_score = _context_parts(seg, costs, unit_scores)
+    ctx_parts, part_cost, part_score = _context_parts(seg, costs, unit_scores, part_scores)
     is_ctx = seg.part_kinds() == CONTEXT
     slack = budget - costs[alive & is_ctx].sum()
     out = np.zeros(seg.n_units, dtype=bool)
@@ -113,12 +116,16 @@ def fill_contexts(
     return out
 
 
-def _context_parts(seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray):
-    """The context parts' indices, costs and mean surprisal (over their unprotected words)."""
+def _context_parts(seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray,
+                   part_scores: np.ndarray | None = None):
+    """The context parts' indices, costs and scores: ``part_scores`` where given, else mean surprisal (over their
+    unprotected words)."""
     ctx_parts = [i for i, p in enumerate(seg.parts) if p.kind == "context"]
     n = len(seg.parts)
     part_cost = np.bincount(seg.unit_part, costs, minlength=n)[ctx_parts]
-    part_score = _mean_by(seg.unit_part, unit_scores, _scored_weight(seg, costs), n)[ctx_parts]
+    if part_scores is None:
+        part_scores = _mean_by(seg.unit_part, unit_scores, _scored_weight(seg, costs), n)
+    part_score = np.asarray(part_scores, dtype=np.float64)[ctx_parts]
     return ctx_parts, part_cost, part_score
 
 

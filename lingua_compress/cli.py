@@ -1,6 +1,6 @@
 """Command line: ``lingua-compress [FILE] --ratio 0.2`` reads stdin by default and writes the compressed text.
 
-Subcommands ``batch``, ``corpus`` and ``serve`` have their own options (``lingua-compress batch --help``).
+Subcommands ``align``, ``batch``, ``corpus`` and ``serve`` have their own options (``lingua-compress batch --help``).
 Exit codes: 0 ok, 1 compression or model error, 2 usage error (undecodable input included), 130 interrupted.
 """
 
@@ -12,9 +12,10 @@ import json
 import sys
 from typing import Sequence, TextIO
 
-from .errors import LinguaCompressError
+from .errors import ConfigError, LinguaCompressError
 
 SUBCOMMANDS = {
+    "align": "lingua_compress.align.cli",  # tuning needs the align extra; says so itself when it is missing
     "batch": "lingua_compress.batch.cli",
     "corpus": "lingua_compress.corpus",
     "serve": "lingua_compress.serve.cli",  # needs the serve extra; says so itself when it is missing
@@ -27,7 +28,8 @@ _DROP_ON, _DROP_OFF = "\x1b[9;2;31m", "\x1b[0m"  # strikethrough, dim, red
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lingua-compress",
-        description="Compress a prompt with a small local LM. Subcommands: batch, corpus, serve (see '<cmd> --help').",
+        description="Compress a prompt with a small local LM. "
+                    "Subcommands: align, batch, corpus, serve (see '<cmd> --help').",
     )
     p.add_argument("file", nargs="?", default="-", help="prompt file (default: stdin)")
     p.add_argument("-i", "--input", dest="input", help="same as FILE")
@@ -42,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors", choices=DECODE_ERRORS, default="strict",
                    help="input that is not UTF-8: stop with the byte offset (strict, default), replace bad bytes "
                         "with U+FFFD (replace), or drop them (ignore)")
+    qa = p.add_argument_group("retrieved documents (question-aware, LongLLMLingua)")
+    qa.add_argument("--question", default=None, metavar="TEXT",
+                    help="the input's blank-line-separated blocks are documents: rank and prune them by how well each "
+                         "predicts this question, and end the prompt with it")
+    qa.add_argument("--reorder", choices=("none", "sort", "two_ends"), default="none",  # config.REORDER_MODES
+                    help="with --question: keep the documents' order, put the most relevant first, or at both ends")
+    qa.add_argument("--dynamic-ratio", type=float, default=0.0, metavar="D",
+                    help="with --question, in [0, 1): prune more relevant documents less (by up to D of the ratio)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the full result as JSON")
     out.add_argument("--show", action="store_true", help="print the prompt with dropped text marked")
@@ -99,17 +109,30 @@ def _compress(args: argparse.Namespace, stream: TextIO) -> int:
     text = _read(args.input or args.file, args.errors)
     compressor = Compressor(args.model, device=args.device)
     ratio = 0.5 if args.ratio is None and args.target_tokens is None else args.ratio
-    result = compressor.compress(
-        text, ratio, target_tokens=args.target_tokens, keep=args.keep,
-        target_tokenizer=args.target_tokenizer,  # a name or path: the API loads it, local files first
-    )
+    if args.question is not None:
+        from .documents import compress_documents, split_documents
+
+        out = compress_documents(
+            compressor, split_documents(text), args.question, ratio, target_tokens=args.target_tokens,
+            reorder=args.reorder, dynamic_ratio=args.dynamic_ratio, target_tokenizer=args.target_tokenizer,
+            keep=args.keep,
+        )
+        result = out.result
+    elif args.reorder != "none" or args.dynamic_ratio:
+        raise ConfigError("--reorder and --dynamic-ratio follow the documents' relevance to a question: give "
+                          "--question")
+    else:
+        out = result = compressor.compress(
+            text, ratio, target_tokens=args.target_tokens, keep=args.keep,
+            target_tokenizer=args.target_tokenizer,  # a name or path: the API loads it, local files first
+        )
     if args.json:
-        _write(args.output, json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-    elif args.show:
+        _write(args.output, json.dumps(out.to_dict(), ensure_ascii=False) + "\n")
+    elif args.show:  # with --question the original is the prompt as placed (documents reordered, question last)
         colour = args.output == "-" and sys.stdout.isatty()
         _write(args.output, render_show(result.original, result.kept_spans, colour) + "\n")
     else:
-        _write(args.output, result.text + ("" if result.text.endswith("\n") else "\n"))
+        _write(args.output, out.text + ("" if out.text.endswith("\n") else "\n"))
     summary = {k: v for k, v in result.to_dict().items() if k in ("original_tokens", "compressed_tokens", "kept_ratio")}
     print(json.dumps(summary), file=stream)
     return EXIT_OK

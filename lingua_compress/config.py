@@ -20,6 +20,10 @@ from .errors import ConfigError, InvalidPromptError
 from .scoring import CONDITIONING_MODES
 from .segment import Prompt
 
+# Where question-aware compression puts the kept documents: as given, most relevant first, or most relevant at
+# both ends (LongLLMLingua's "two_stage": models read the ends of a long context best).
+REORDER_MODES = ("none", "sort", "two_ends")
+
 
 def _is_bool(value: object) -> bool:
     # numpy's bool is not a Python bool; both are truth values, never counts or ratios.
@@ -62,6 +66,17 @@ class CompressionConfig:
         tolerance: the kept count lands within this fraction of the budget, or ``tolerance_tokens``, whichever
             is larger.
         tolerance_tokens: see ``tolerance``.
+        question_aware: for a :class:`Prompt` with a question, rank the context parts (documents) by how well each
+            predicts the question and score their words by how much the question explains them (LongLLMLingua);
+            prompts without a question are compressed as if this were False. See :mod:`lingua_compress.question`.
+        reorder: question-aware only: the order of the kept documents. "none" (as given), "sort" (most relevant
+            first) or "two_ends" (most relevant at both ends, against lost-in-the-middle).
+        dynamic_ratio: question-aware only, in [0, 1): the kept share of each document ramps linearly by rank from
+            this much above the context's share (most relevant) to this much below (least); total budget unchanged.
+        contrastive: question-aware only: score words by contrastive surprisal (their surprisal without the
+            question minus with it); False scores them by plain surprisal, the question then only ranks documents.
+        question_hint: question-aware only: rank documents by the question followed by "We can get the answer to
+            this question in the given documents." (LongLLMLingua's ranking prompt), not the question alone.
     """
 
     instruction_ratio: float = 0.85
@@ -74,21 +89,29 @@ class CompressionConfig:
     protect_numbers: bool = True
     tolerance: float = 0.01
     tolerance_tokens: int = 2
+    question_aware: bool = False
+    reorder: str = "none"
+    dynamic_ratio: float = 0.0
+    contrastive: bool = True
+    question_hint: bool = True
 
     def __post_init__(self) -> None:
         self._real("instruction_ratio", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
         self._real("question_ratio", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
         self._real("context_budget_factor", lambda v: v >= 1.0, "a finite number >= 1")
         self._real("tolerance", lambda v: 0.0 <= v < 0.5, "a number in [0, 0.5)")
+        self._real("dynamic_ratio", lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
         self._integral("window_tokens", lambda v: 16 <= v <= 8192, "an int in [16, 8192]")
         self._integral("tolerance_tokens", lambda v: v >= 0, "an int >= 0")
-        for name in ("coarse", "iterative", "protect_numbers"):
+        for name in ("coarse", "iterative", "protect_numbers", "question_aware", "contrastive", "question_hint"):
             value = getattr(self, name)
             if not _is_bool(value):
                 raise ConfigError(f"{name}={value!r} is not accepted: give True or False")
             object.__setattr__(self, name, bool(value))
         if self.conditioning not in CONDITIONING_MODES:
             raise ConfigError(f"conditioning={self.conditioning!r} must be one of {CONDITIONING_MODES}")
+        if self.reorder not in REORDER_MODES:
+            raise ConfigError(f"reorder={self.reorder!r} is not accepted: give one of {REORDER_MODES}")
 
     def _real(self, name: str, ok: Callable[[float], bool], accepted: str) -> None:
         value = getattr(self, name)

@@ -167,10 +167,13 @@ class LoadedModel:
     name: str
     device: str
     is_default: bool
+    adapter: str | None = None  # an aligned adapter merged into the weights (lingua_compress.align)
 
 
-def load_model(model: str | None, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load a causal LM and its tokenizer: the default scorer, a local directory or a hub id."""
+def load_model(model: str | None, device: str = "auto", dtype: str = "auto",
+               adapter: str | os.PathLike[str] | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer: the default scorer, a local directory or a hub id; with ``adapter``,
+    an aligned adapter directory (``lingua-compress align``) merged into its weights."""
     model = check_spec(model, device, dtype)
     is_default = model is None or model == DEFAULT_MODEL
     path = str(default_model_path()) if is_default else str(model)
@@ -191,7 +194,12 @@ def load_model(model: str | None, device: str = "auto", dtype: str = "auto") -> 
     if not getattr(tok, "is_fast", False):
         raise ModelLoadError(f"model {path!r} has no fast tokenizer; character offsets need one")
     lm.to(dev).eval()
-    return LoadedModel(lm, tok, DEFAULT_MODEL if is_default else path, dev, is_default)
+    name = DEFAULT_MODEL if is_default else path
+    if adapter is None:
+        return LoadedModel(lm, tok, name, dev, is_default)
+    from .align.load import apply_adapter  # needs the align extra (peft); imported only when asked for
+
+    return LoadedModel(apply_adapter(lm, adapter, name), tok, name, dev, is_default, os.fspath(adapter))
 
 
 def load_local_first(load: Callable[[bool], T], name: str, what: str) -> T:

@@ -62,6 +62,14 @@ class CompressionResult:
         """Dollars saved on input tokens at the price you pass (no built-in price list)."""
         return self.saved_tokens * price_per_million_tokens / 1e6
 
+    def recover(self, response: str) -> str:
+        """``response`` (the target LLM's answer) with names it copied from the compressed text, where words inside
+        were dropped ("New Yankees"), spelled as in the original ("New York Yankees"). See
+        :func:`lingua_compress.recover`."""
+        from .recovery import recover  # on use: results are built everywhere, recovery is rare
+
+        return recover(self.original, self.text, response, kept_spans=self.kept_spans)
+
     def to_dict(self, include_original: bool = False) -> dict[str, Any]:
         """A JSON-ready dict with the derived ratios included."""
         data = asdict(self)

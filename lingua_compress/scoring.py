@@ -9,6 +9,7 @@ scored (so the target is always inside), which agrees with the full softmax at P
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -69,13 +70,17 @@ class CausalLMScorer:
         dtype: str = "auto",
         vocab: str = "restricted",
         loaded: LoadedModel | None = None,
+        adapter: str | os.PathLike[str] | None = None,
     ) -> None:
         if vocab not in VOCAB_MODES:
             raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
+        if loaded is not None and adapter is not None:
+            raise ConfigError("adapter= applies to a model this scorer loads; with loaded=, apply it with "
+                              "lingua_compress.align.apply_adapter first")
         import torch
 
         self._torch = torch
-        self.loaded = loaded if loaded is not None else load_model(model, device=device, dtype=dtype)
+        self.loaded = loaded if loaded is not None else load_model(model, device=device, dtype=dtype, adapter=adapter)
         self.name = self.loaded.name
         self.tokenizer = self.loaded.tokenizer
         lm = self.loaded.model
