@@ -14,6 +14,8 @@ import functools
 import inspect
 from typing import Any, Sequence
 
+import numpy as np
+
 _NEW_KEYWORD = "cache"  # transformers >= 5.24
 _OLD_KEYWORD = "past_key_values"  # deprecated in 5.24, removed in 5.40
 
@@ -46,8 +48,9 @@ def can_bound_sliding_layers() -> bool:
 class KVCache:
     """A model's KV cache that can roll back and keep a subset of its most recent positions.
 
-    Positions are counted in cache slots: a kept subset is packed together, and sliding-window attention spans the
-    last ``sliding_window`` slots (the model's RoPE positions are the caller's business, via ``position_ids``).
+    Positions are counted in cache slots: a kept subset is packed together. Left to itself the model's sliding-window
+    attention spans the last ``sliding_window`` slots; where kept tokens keep their original RoPE positions (gaps
+    where others dropped), :meth:`position_masks` gives the masks that span ``sliding_window`` positions instead.
 
     ``bound_sliding`` (default: whenever transformers supports it) keeps sliding-window layers at their window
     between forwards. Without it every layer holds the whole prefix and the attention mask alone applies the window:
@@ -62,6 +65,9 @@ class KVCache:
         elif bound_sliding and not can_bound_sliding_layers():
             raise ValueError("bound_sliding=True needs transformers >= 5.15 (sliding layers that record their past)")
         self._bounded = bound_sliding
+        self._layer_types = list(getattr(config, "layer_types", None) or [])
+        self._sliding_window = getattr(config, "sliding_window", None)
+        self._eager = getattr(config, "_attn_implementation", "eager") == "eager"
         if bound_sliding:
             self._cache = DynamicCache(config=config)
             for layer in self._cache.layers:
@@ -112,6 +118,38 @@ class KVCache:
             if states is not None and states[0].shape[-2]:
                 self._cache.update(states[0], states[1], i)
         self._trim()
+
+    def position_masks(self, past_positions: np.ndarray, query_positions: np.ndarray, dtype: Any,
+                       device: Any = None) -> dict[str, Any] | None:
+        """Attention masks, per layer type as Gemma-style models take them, for a forward of tokens at
+        ``query_positions`` after the cached slots, whose positions are ``past_positions`` (one per slot, ascending).
+
+        The model applies sliding windows in cache slots, which is right only while slots and positions agree. When
+        dropped tokens leave gaps, ``sliding_window`` slots reach further back than ``sliding_window`` positions, and
+        the sliding layers meet relative distances they were never trained on: measured on Gemma 3 270M, keeping
+        70 % of the tokens made every token past the 512th look 2-3x more surprising than it is. These masks apply the
+        window in positions. None when no layer slides (causality alone is the same in slots and positions).
+        """
+        if not self._sliding_window or "sliding_attention" not in self._layer_types:
+            return None
+        import torch
+
+        q = len(query_positions)
+        positions = np.concatenate([np.asarray(past_positions, dtype=np.int64), query_positions])
+        n, lengths = len(positions), self.stored_lengths()
+        query_slots = np.arange(n - q, n)
+        masks = {}
+        for kind in dict.fromkeys(self._layer_types):
+            layer = self._layer_types.index(kind)
+            kv = min(lengths[layer] if layer < len(lengths) else 0, n - q) + q  # what the layer's forward will hold
+            allowed = np.arange(n - kv, n)[None, :] <= query_slots[:, None]
+            if kind == "sliding_attention":
+                allowed &= positions[n - kv :][None, :] > query_positions[:, None] - self._sliding_window
+            mask = torch.from_numpy(allowed)[None, None].to(device)
+            if self._eager:  # eager attention adds the mask to the scores; sdpa takes a boolean one
+                mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, torch.finfo(dtype).min)
+            masks[kind] = mask
+        return masks
 
     def _trim(self) -> None:
         if self._bounded:

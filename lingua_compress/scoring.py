@@ -130,11 +130,13 @@ class CausalLMScorer:
             target_logit = torch.tanh(target_logit / self._softcap) * self._softcap
         return (lse - target_logit).cpu().numpy().astype(np.float32)
 
-    def forward(self, ids: Sequence[int], cache: KVCache, position_ids: Any = None) -> Any:
+    def forward(self, ids: Sequence[int], cache: KVCache, position_ids: Any = None, attention_mask: Any = None) -> Any:
         """Final hidden states of ``ids`` appended to ``cache`` (which grows by ``len(ids)``)."""
         torch = self._torch
         x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self._head.device)[None]
         kwargs = {self._cache_keyword: cache.native}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
         with torch.inference_mode():
             out = self._body(input_ids=x, use_cache=True, position_ids=position_ids, **kwargs)
         return out.last_hidden_state[0]
@@ -173,6 +175,8 @@ class CausalLMSession:
     def _reset(self, tail: list[int]) -> None:
         self._cache = KVCache(self._config)
         self._kept: list[int] = []  # ids in the cache, for a rebuild past the model's context
+        self._positions: list[int] = []  # the position of each cache slot: "reuse" leaves gaps where tokens dropped
+        self._gapped = False
         self._pending = [self._scorer._bos] + tail  # kept ids not in the cache yet
         self._next_pos = 0
         self._last_hidden: Any = None
@@ -193,7 +197,8 @@ class CausalLMSession:
         self._prefill()
         inputs = self._pending + ids
         pos = torch.arange(self._next_pos, self._next_pos + len(inputs), device=self._scorer._head.device)
-        hidden = self._scorer.forward(inputs, cache=self._cache, position_ids=pos[None])
+        hidden = self._scorer.forward(inputs, cache=self._cache, position_ids=pos[None],
+                                      attention_mask=self._masks(len(inputs)))
         p = len(self._pending)
         if p:
             before = hidden[p - 1 : p - 1 + len(ids)]
@@ -209,14 +214,25 @@ class CausalLMSession:
         out[rows] = self._scorer.nll_from_hidden(before[sel], targets[sel])
         return out
 
+    def _masks(self, n: int) -> Any:
+        """Masks that keep sliding windows in positions once dropped tokens have left gaps (see
+        :meth:`KVCache.position_masks`); None while slots and positions agree, so the model builds its own."""
+        if not self._gapped:
+            return None
+        query = np.arange(self._next_pos, self._next_pos + n)
+        head = self._scorer._head
+        return self._cache.position_masks(np.asarray(self._positions), query, head.dtype, head.device)
+
     def _prefill(self) -> None:
         """Forward all but the last chunk of the pending prefix on its own, chunk by chunk: after a restart it can
         be 16k tokens, and one forward over it all would cost attention quadratic in that length."""
         while len(self._pending) > _ONE_SHOT_CHUNK:
             chunk, self._pending = self._pending[:_ONE_SHOT_CHUNK], self._pending[_ONE_SHOT_CHUNK:]
             pos = self._torch.arange(self._next_pos, self._next_pos + len(chunk), device=self._scorer._head.device)
-            self._last_hidden = self._scorer.forward(chunk, cache=self._cache, position_ids=pos[None])[-1]
+            self._last_hidden = self._scorer.forward(chunk, cache=self._cache, position_ids=pos[None],
+                                                     attention_mask=self._masks(len(chunk)))[-1]
             self._kept += chunk
+            self._positions += range(self._next_pos, self._next_pos + len(chunk))
             self._next_pos += len(chunk)
 
     def keep(self, mask: Sequence[bool]) -> None:
@@ -234,12 +250,15 @@ class CausalLMSession:
             idx = np.concatenate([np.arange(p), p + np.flatnonzero(mask)])
             self._cache.keep_last(p + len(ids), idx)
             self._kept += kept_ids
+            self._positions += (self._next_pos + idx).tolist()
+            self._gapped = self._gapped or not mask.all()
             self._next_pos += p + len(ids)
             self._pending = []
             if len(idx):
                 self._last_hidden = hidden[int(idx[-1])]
         else:
             self._cache.rollback(len(ids))
+            self._positions += range(self._next_pos, self._next_pos + p)
             self._next_pos += p
             if p:
                 self._last_hidden = hidden[p - 1]
