@@ -1,0 +1,172 @@
+"""Ways to shorten a chat history for bench_chat: ours (compress_messages), truncation, LLMLingua; and the two ends.
+
+Every method gets the history (OpenAI-style messages, ending with the last user turn), a ratio and the target's
+token counter, and returns the messages to send. The budget is ratio x the history's content tokens in the target's
+tokenizer (as compress_messages counts it: no template tokens), and every method keeps the last user turn whole.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import re
+import warnings
+from pathlib import Path
+from typing import Callable
+
+Count = Callable[[str], int]
+Messages = list[dict[str, str]]
+FORMAT = "chatml-v1"  # bump when rendering or item selection changes: cached results are then not reused
+
+
+def render(messages: Messages) -> str:
+    """Qwen's ChatML turns, as its chat template writes them."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
+def content_tokens(messages: Messages, count: Count) -> int:
+    """What budgets are counted in, as compress_messages counts them: content only, no template tokens."""
+    return sum(count(m["content"]) for m in messages)
+
+
+def no_history(history: Messages, ratio: float, count: Count) -> Messages:
+    return history[-1:]
+
+
+def full_history(history: Messages, ratio: float, count: Count) -> Messages:
+    return list(history)
+
+
+def _older_budget(history: Messages, ratio: float, count: Count) -> tuple[float, int]:
+    """Tokens the turns before the last user turn may keep (the budget minus that turn), and what they have."""
+    room = ratio * content_tokens(history, count) - count(history[-1]["content"])
+    return room, content_tokens(history[:-1], count)
+
+
+def _tail_within(text: str, room: float, count: Count) -> str:
+    """The most trailing words of ``text`` that fit ``room`` tokens."""
+    words = re.findall(r"\S+\s*", text)
+    lo, hi = 0, len(words)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count("".join(words[-mid:]).strip()) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return "".join(words[-lo:]).strip() if lo else ""
+
+
+def truncate(history: Messages, ratio: float, count: Count) -> Messages:
+    """Drop the oldest tokens: keep the last user turn, then older turns newest first, the oldest kept cut at a word."""
+    room, _ = _older_budget(history, ratio, count)
+    kept: Messages = []
+    for m in reversed(history[:-1]):
+        if room <= 0:
+            break
+        n = count(m["content"])
+        if n > room:
+            tail = _tail_within(m["content"], room, count)
+            kept += [{**m, "content": tail}] if tail else []
+            break
+        kept.append(m)
+        room -= n
+    return kept[::-1] + history[-1:]
+
+
+class Ours:
+    def __init__(self, model: str | None = None) -> None:
+        from lingua_compress import Compressor
+
+        self.compressor = Compressor(model)
+        self.compressor.scorer  # load now: compression seconds exclude the model load
+
+    def __call__(self, history: Messages, ratio: float, count: Count) -> Messages:
+        from lingua_compress import BudgetWarning
+
+        with warnings.catch_warnings():  # an overshoot is measured (achieved ratio), not warned about per item
+            warnings.simplefilter("ignore", BudgetWarning)
+            res = self.compressor.compress_messages(history, ratio, target_tokenizer=lambda t: [0] * count(t))
+        return res.messages
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def split_back(texts: list[str], out: str) -> list[str]:
+    """Cut LLMLingua's one output string back into one piece per input text.
+
+    LLMLingua joins its contexts and returns a single string (its own separator option assumes LLaMA's newline id,
+    and its structured mode refuses text with "<"), so each output word is matched to the input's words and owned
+    by the text it came from. Matching blocks are monotone, so each text's words form one contiguous stretch.
+    """
+    starts, pos = [], 0
+    for t in texts:
+        starts.append(pos)
+        pos += len(t) + 2
+    src = [(m.group(), sum(s <= m.start() for s in starts) - 1) for m in _WORD.finditer("\n\n".join(texts))]
+    dst = list(_WORD.finditer(out))
+    owner: list[int | None] = [None] * len(dst)
+    matcher = difflib.SequenceMatcher(None, [w for w, _ in src], [m.group() for m in dst], autojunk=False)
+    for a, b, size in matcher.get_matching_blocks():
+        for k in range(size):
+            owner[b + k] = src[a + k][1]
+    last = next((o for o in owner if o is not None), 0)
+    for k, o in enumerate(owner):  # a word cut to a non-word belongs with the matched word before it
+        owner[k] = last = o if o is not None else last
+    pieces = [""] * len(texts)
+    for k, m in enumerate(dst):
+        if k == 0 or owner[k] != owner[k - 1]:
+            end = next((dst[j].start() for j in range(k, len(dst)) if owner[j] != owner[k]), len(out))
+            pieces[owner[k]] = out[m.start():end].strip()
+    return pieces
+
+
+class LLMLinguaChat:
+    """LLMLingua 0.2.2 as shipped, on the turns before the last user turn, given as its contexts (one per turn)."""
+
+    def __init__(self, cache: Path) -> None:
+        from quality_methods import LLMLingua
+
+        self.pc = LLMLingua(cache).pc  # the quality benchmark's setup: same Gemma weights, current transformers
+
+    def __call__(self, history: Messages, ratio: float, count: Count) -> Messages:
+        room, older = _older_budget(history, ratio, count)
+        if room <= 0:
+            return history[-1:]
+        if room >= older:
+            return list(history)
+        texts = [m["content"] for m in history[:-1]]
+        # Its rate is the share of these turns to keep, the same share the budget leaves them; defaults otherwise.
+        out = self.pc.compress_prompt(texts, instruction="", question="", rate=room / older)["compressed_prompt"]
+        pieces = split_back(texts, out)
+        return [{**m, "content": p} for m, p in zip(history[:-1], pieces) if p] + history[-1:]
+
+
+def fingerprint(method: str) -> str:
+    """Changes when a method's code (or library) changes, so only that method's results are recomputed."""
+    if method == "ours":
+        import lingua_compress
+
+        root = Path(lingua_compress.__file__).parent
+        code = inspect.getsource(Ours) + "".join(
+            p.read_text() for p in sorted([*root.glob("*.py"), *root.glob("messages/*.py")]))
+    elif method == "llmlingua":
+        from importlib.metadata import version
+
+        import quality_methods
+
+        code = (version("llmlingua") + inspect.getsource(LLMLinguaChat) + inspect.getsource(split_back)
+                + inspect.getsource(quality_methods.LLMLingua) + inspect.getsource(quality_methods._LegacyKV))
+    else:
+        fn = {"truncate": truncate, "full": full_history, "no-history": no_history}[method]
+        code = inspect.getsource(fn) + inspect.getsource(_older_budget) + inspect.getsource(_tail_within)
+    return hashlib.sha1((FORMAT + code).encode()).hexdigest()[:12]
+
+
+def make_method(method: str, cache: Path) -> Callable[[Messages, float, Count], Messages]:
+    if method == "ours":
+        return Ours()
+    if method == "llmlingua":
+        return LLMLinguaChat(cache)
+    return {"truncate": truncate, "full": full_history, "no-history": no_history}[method]

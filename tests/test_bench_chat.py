@@ -1,0 +1,127 @@
+"""The chat benchmark's parts: conversation selection and cutting, truncation, LLMLingua's output cut back into
+messages, and a dry end-to-end run on the embedded model (no Qwen, no llmlingua) that resumes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+from bench_chat import make_item, parse_args  # noqa: E402
+from chat_methods import content_tokens, render, split_back, truncate  # noqa: E402
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def turn(who: str, text: str) -> dict:
+    return {"from": who, "value": text}
+
+
+CHATS = [
+    {"id": "a", "conversations": [
+        turn("human", "I am planning a trip to Lisbon in May with two children aged six and nine years."),
+        turn("gpt", "Lisbon in May is warm and dry. With children, the Oceanarium, the tram 28 ride and the Belem "
+                    "tower are good choices, and the Gulbenkian garden has space to run around in the afternoon."),
+        turn("human", "We also like museums about science and trains. Which ones would you suggest for a rainy day?"),
+        turn("gpt", "The Pavilion of Knowledge is a hands-on science museum, and the railway museum in Entroncamento "
+                    "is a short train ride away; both are fine on a rainy day and children love them."),
+        turn("human", "Which of these is closest to the Oceanarium?"),
+        turn("gpt", "The Pavilion of Knowledge: it is in the same park, a five minute walk from the Oceanarium."),
+    ]},
+    {"id": "b", "conversations": [
+        turn("gpt", "Here is a function that adds two numbers: def add(a, b): return a + b. It works for ints and "
+                    "floats, and also for strings, where it concatenates them in order."),
+        turn("human", "How do I make it refuse strings and say why in the error message?"),
+        turn("gpt", "Check the types first: if not isinstance(a, (int, float)) raise TypeError naming the bad value, "
+                    "and do the same for b before adding them together."),
+        turn("human", "Thanks. Can you show the final version?"),
+        turn("gpt", "def add(a, b):\n    for x in (a, b):\n        if not isinstance(x, (int, float)):\n"
+                    "            raise TypeError(f'not a number: {x!r}')\n    return a + b"),
+    ]},
+    {"id": "c", "conversations": [turn("human", "Hi!"), turn("gpt", "Hello! How can I help?")]},  # no history
+    {"id": "d", "conversations": [
+        turn("human", "Name three primary colours used in painting and explain how they are mixed on a palette."),
+        turn("gpt", "Red, yellow and blue. Mixing two of them gives a secondary colour: orange, green or purple."),
+        turn("human", "And in light, for screens?"),
+        turn("gpt", "Red, green and blue: screens add light, so all three together make white."),
+    ]},
+]
+
+
+def args_for(**kw) -> argparse.Namespace:
+    return argparse.Namespace(**{"max_reply": 50, "max_context": 1000, "min_history": 5, **kw})
+
+
+def test_item_is_the_last_reply_after_the_history_it_follows():
+    item, why = make_item(CHATS[0], words, args_for())
+    assert why == "" and item["reply"].startswith("The Pavilion")
+    assert [m["role"] for m in item["history"]] == ["user", "assistant", "user", "assistant", "user"]
+    assert item["history"][-1]["content"] == "Which of these is closest to the Oceanarium?"
+    assert make_item(CHATS[2], words, args_for())[0] is None  # nothing before the last user turn to compress
+
+
+def test_long_histories_lose_their_oldest_messages_first():
+    full, _ = make_item(CHATS[0], words, args_for())
+    cap = words(render(full["history"])) + 10  # the system turn and the reply no longer fit beside all of it
+    item, _ = make_item(CHATS[0], words, args_for(max_context=cap, max_reply=5))
+    assert 0 < item["dropped_messages"] and item["history"] == full["history"][item["dropped_messages"]:]
+    assert make_item(CHATS[0], words, args_for(max_context=12))[1].startswith("last user turn and reply")
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.3, 0.1])
+def test_truncate_keeps_the_last_user_turn_and_the_newest_tokens(ratio):
+    history = make_item(CHATS[0], words, args_for())[0]["history"]
+    out = truncate(history, ratio, words)
+    assert out[-1] == history[-1]
+    assert content_tokens(out, words) <= max(ratio * content_tokens(history, words), words(history[-1]["content"]))
+    k = len(out)
+    assert out[1:] == history[len(history) - k + 1:]  # the newer turns whole
+    assert history[-k]["content"].endswith(out[0]["content"])  # the oldest kept one lost at most its head
+
+
+def test_split_back_gives_each_turn_its_own_words():
+    texts = ["Lisbon in May is warm and dry, good for children.", "Which museum is near the Oceanarium?",
+             "The Pavilion of Knowledge, in the same park."]
+    out = "Lisbon May warm dry children.\n\nPavilion Knowl same park."
+    assert split_back(texts, out) == ["Lisbon May warm dry children.", "", "Pavilion Knowl same park."]
+    assert split_back(texts, "") == ["", "", ""]
+
+
+def test_dry_defaults_drop_llmlingua_and_shrink_the_run():
+    args = parse_args(["--dry"])
+    assert args.target == "embedded" and "llmlingua" not in args.methods and args.n == 3 and args.ratios == [0.5]
+
+
+@pytest.mark.model
+def test_dry_run_is_paired_reports_and_resumes(tmp_path):
+    import bench_chat
+
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in CHATS))
+    argv = ["--dry", "--data", str(data), "--n", "4", "--min-history", "8", "--work", str(tmp_path / "work"),
+            "--out", str(tmp_path / "out")]
+    assert bench_chat.main(argv) == 0
+    report = json.loads((tmp_path / "out" / "bench_chat_dry.json").read_text())
+    rows = {(r["method"], r["ratio"]): r for r in report["rows"]}
+    assert set(rows) == {("full", 1.0), ("no-history", 0.0), ("ours", 0.5), ("truncate", 0.5)}
+    meta = report["meta"]
+    assert meta["paired_conversations"] == 3 and sum(meta["skipped"].values()) == 1  # "c": no history
+    assert "keeps the last user turn" in meta["no_history"]
+    assert rows[("full", 1.0)]["retention"] == 1.0 and rows[("no-history", 0.0)]["retention"] == 0.0
+    for key in (("ours", 0.5), ("truncate", 0.5)):
+        assert 0.25 < rows[key]["achieved"] <= 0.75 and rows[key]["n"] == 3
+    assert set(rows[("ours", 0.5)]["vs"]) == {"truncate"} and meta["verdict"]["ratio"] == 0.5
+    lines = (tmp_path / "work" / "evals.jsonl").read_text().splitlines()
+    assert len(lines) == 3 * 4
+    (tmp_path / "out" / "bench_chat_dry.md").unlink()
+    assert bench_chat.main(argv) == 0  # resumed: nothing computed twice
+    assert (tmp_path / "work" / "evals.jsonl").read_text().splitlines() == lines
+    assert "| ours | 0.5 |" in (tmp_path / "out" / "bench_chat_dry.md").read_text()

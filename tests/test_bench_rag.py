@@ -1,0 +1,111 @@
+"""The RAG benchmark's parts: answer matching, item and distractor construction, and a dry end-to-end run on the
+embedded model (no Qwen, no llmlingua, no MiniLM) that must answer or give a status for every condition and resume."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_rag  # noqa: E402
+
+
+def _rows(tmp_path: Path, n: int = 30) -> Path:
+    """A small stand-in for nq_conflicts_1500.jsonl: item i's passage names its answer; a few mention others'."""
+    path = tmp_path / "nq.jsonl"
+    with path.open("w") as f:
+        for i in range(n):
+            extra = f" Also Person {i - 1} Smith was there." if i % 7 == 0 and i else ""
+            f.write(json.dumps({"id": f"q{i}", "question": f"who did thing {i}?",
+                                "passage": f"Thing {i} was done by Person {i} Smith in the year {1900 + i}.{extra}",
+                                "answer": f"Person {i} Smith", "parametric_answer": f"Real {i} Jones"}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("needle, hay, found", [
+    ("Ed Begley , Jr.", "It was Ed Begley, Jr. who played him", True),
+    ("Al", "Albert did it", False),
+    ("New York", "new york city", True),
+    ("1984", "In 1984 .", True),
+    ("", "anything", False),
+])
+def test_contains_matches_whole_normalised_words(needle, hay, found):
+    assert bench_rag.contains(needle, hay) is found
+
+
+def test_first_line_is_the_short_answer():
+    assert bench_rag.first_line("\n  Priyal Gor\nQuestion: next") == "Priyal Gor"
+    assert bench_rag.first_line("   \n") == ""
+
+
+def test_items_are_seeded_prefixes_and_distractors_never_leak_the_answer(tmp_path):
+    path = _rows(tmp_path)
+    items, rows = bench_rag.load_items(path, 5, seed=0)
+    more, _ = bench_rag.load_items(path, 8, seed=0)
+    assert more[:5] == items  # a larger --n extends the same list
+    assert bench_rag.load_items(path, 5, seed=1)[0] != items
+    for item in items:
+        others = bench_rag.distractors(item, rows, 6, seed=0)
+        assert len(others) == 5 and item["passage"] not in others
+        assert not any(bench_rag.contains(item["answer"], o) for o in others)
+        assert others == bench_rag.distractors(item, rows, 6, seed=0)
+        for k, pos, where in ((6, "start", 0), (6, "middle", 3), (6, "end", 5), (3, "end", 2)):
+            docs, gold = bench_rag.documents(item, others, k, pos)
+            assert len(docs) == k and gold == where and docs[gold] == item["passage"]
+            assert [d for d in docs if d != item["passage"]] == others[:k - 1]  # k passages nest in larger k
+
+
+def test_prompt_puts_documents_between_instruction_and_question():
+    head, tail = bench_rag.prompt_parts("doc one\n\ndoc two", "who?")
+    assert head.startswith(bench_rag.INSTRUCTION) and head.endswith("doc two")
+    assert tail == "\n\nQuestion: who?\nAnswer:"
+    assert bench_rag.prompt_parts("", "who?")[0] == bench_rag.INSTRUCTION
+
+
+def test_truncate_and_full_conditions_are_named_once():
+    args = bench_rag.parse_args(["--dry", "--ratios", "0.5,0.25", "--methods", "ours-qa,truncate,full"])
+    assert bench_rag.conditions(args) == [("ours-qa", 0.5), ("ours-qa", 0.25), ("truncate", 0.5),
+                                          ("truncate", 0.25), ("full", 1.0)]
+    assert bench_rag.parse_args(["--dry"]).methods == ["ours-qa", "ours-agnostic", "embed", "truncate", "full"]
+
+
+def test_judged_conditions_run_first():
+    args = bench_rag.parse_args(["--passages", "10,20", "--ratios", "0.5,0.25,0.1"])
+    assert [bench_rag._phase(args, 20, m, r) for m, r in (("ours-qa", 0.25), ("embed", 0.1), ("full", 1.0))] == [0] * 3
+    assert [bench_rag._phase(args, k, m, r) for k, m, r in ((20, "ours-qa", 0.5), (10, "full", 1.0))] == [1, 1]
+
+
+@pytest.mark.model
+def test_dry_run_answers_every_condition_and_resumes(tmp_path):
+    argv = ["--dry", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    assert bench_rag.main(argv) == 0
+    report = json.loads((tmp_path / "out" / "bench_rag_dry.json").read_text())
+    args = bench_rag.parse_args(argv)
+    conds = bench_rag.conditions(args)
+    records = next((tmp_path / "work").glob("rag-*/records.jsonl"))
+    lines = records.read_text().splitlines()
+    recs = {(r["item"], r["k"], r["method"], r["ratio"]): r for r in map(json.loads, lines)}
+    items = {r["item"] for r in recs.values()}
+    assert len(items) == args.n and len(recs) == len(lines) == args.n * len(args.passages) * len(conds)
+    for rec in recs.values():  # every item answered, or a status saying why not
+        assert rec["status"] in ("ok", "error", "too_long")
+        if rec["status"] == "ok":
+            assert isinstance(rec["reply"], str) and isinstance(rec["correct"], bool)
+            assert rec["tokens"] <= rec["full_tokens"] and isinstance(rec["survived"], bool)
+    assert {r["position"] for r in recs.values()} == set(bench_rag.POSITIONS)
+    rows = {(r["method"], r["ratio"]): r for r in report["rows"]}
+    assert set(rows) == set(conds)
+    assert rows[("full", 1.0)]["survival"] == 1.0 and rows[("full", 1.0)]["achieved"] == 1.0
+    for (method, ratio), row in rows.items():
+        if method != "full" and row["n"]:
+            assert abs(row["achieved"] - ratio) < 0.1, (method, row["achieved"])
+    assert {d["vs"] for d in report["paired"] if d["method"] == "ours-qa"} == {"full", "embed", "truncate",
+                                                                              "ours-agnostic"}
+    assert "| 3 | ours-qa | 0.5 |" in (tmp_path / "out" / "bench_rag_dry.md").read_text()
+    assert bench_rag.main(argv) == 0  # resumed: nothing is computed twice
+    assert records.read_text().splitlines() == lines
