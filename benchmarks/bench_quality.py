@@ -186,17 +186,30 @@ def extract(text: str) -> str | None:
     return str(int(number)) if number == int(number) else str(number)
 
 
+def _digest(prefix: dict) -> str:
+    return hashlib.sha1(prefix["text"].encode()).hexdigest()
+
+
+def by_text(evals: Store, prefixes: Store) -> dict:
+    """Every finished result by (prefix text digest, question, kind), whichever method made that text: a variant
+    that becomes the default makes the same prefix under another name, and the target sees only the text."""
+    made = {(p["method"], p["ratio"], p["fp"]): _digest(p) for p in prefixes.history()}
+    out = {}
+    for row in evals.history():
+        text = made.get((row["method"], row["ratio"], row.get("fp")))
+        if text is not None and (row["kind"] != "em" or row.get("gen") == GEN_VERSION):
+            out[(text, row["q"], row["kind"])] = row
+    return out
+
+
 def current(rows: dict, prefixes: Store) -> dict:
     """The results still valid: made from the very prefix text the method makes now, by today's generation rule.
 
     A result depends on its prefix's text, not on the code that made it, so a code change that leaves the text
     alone (a speed-up, a refactor) keeps the cached results; every prefix ever made is looked up by its fp.
     """
-    def digest(row: dict) -> str:
-        return hashlib.sha1(row["text"].encode()).hexdigest()
-
-    made = {(p["method"], p["ratio"], p["fp"]): digest(p) for p in prefixes.history()}
-    now = {k: digest(p) for k, p in prefixes.rows.items()}
+    made = {(p["method"], p["ratio"], p["fp"]): _digest(p) for p in prefixes.history()}
+    now = {k: _digest(p) for k, p in prefixes.rows.items()}
     return {k: v for k, v in rows.items()
             if made.get((k[0], k[1], v.get("fp"))) == now.get((k[0], k[1]), object())
             and (v["kind"] != "em" or v.get("gen") == GEN_VERSION)}
@@ -209,6 +222,7 @@ def evaluate(args, target, conds, tests, prefixes: Store, evals: Store) -> None:
     em_ok = {c for c in conds if c[0] not in ABLATIONS or c[0] in args.methods}
     steps = sum(min(args.n_retention, n_all) + (args.n if c in em_ok else 0) for c in conds)
     bar = tqdm(total=steps, desc="evaluating", file=sys.stderr, smoothing=0.05)
+    reusable = by_text(evals, prefixes)
     for lo in range(0, n_all, args.block):
         block = range(lo, min(lo + args.block, n_all))
         for method, ratio in conds:
@@ -217,8 +231,15 @@ def evaluate(args, target, conds, tests, prefixes: Store, evals: Store) -> None:
             todo = [(i, kind) for i in block for kind in ("nll", "em")
                     if (kind == "nll" and i < args.n_retention) or (kind == "em" and i < args.n and (method, ratio) in em_ok)]
             done = [t for t in todo if evals.get(method, ratio, t[0], t[1]) is not None]
-            bar.update(len(done))
             todo = [t for t in todo if t not in done]
+            for i, kind in list(todo):
+                same = reusable.get((_digest(prefix), i, kind))
+                if same is not None:  # the same text was evaluated under another name: copy, marked as such
+                    evals.add({**same, "method": method, "ratio": ratio, "fp": prefix["fp"],
+                               "copied_from": same.get("copied_from", same["method"])})
+                    done.append((i, kind))
+                    todo.remove((i, kind))
+            bar.update(len(done))
             if not todo:
                 continue
             head = target.user_open + INSTRUCTION + (JOIN + prefix_text if prefix_text else "")
@@ -239,6 +260,7 @@ def evaluate(args, target, conds, tests, prefixes: Store, evals: Store) -> None:
                     rec.update(output=out, pred=pred, gold=gold, correct=pred == extract(gold), gen=GEN_VERSION)
                 rec["seconds"] = round(time.perf_counter() - t, 3)
                 evals.add(rec)
+                reusable[(_digest(prefix), i, kind)] = rec
                 bar.update(1)
     bar.close()
 

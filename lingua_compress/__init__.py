@@ -18,13 +18,14 @@ from .errors import (
 )
 from .messages import MessagesConfig, MessagesResult, MessageStats, compress_messages
 from .recovery import recover
-from .result import CompressionResult, PartStats, Timings
+from .result import Backend, CompressionResult, PartStats, Timings
 from .scoring import CausalLMScorer, Scorer, ScoringSession
 from .segment import Prompt
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backend",
     "BatchConfig",
     "BatchFormat",
     "BatchParseError",

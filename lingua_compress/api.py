@@ -22,7 +22,7 @@ from .config import (
 )
 from .counting import TokenCounter, first_visible, make_counter, resolve_tokenizer, token_owners
 from .errors import BudgetWarning, ConfigError
-from .models import check_spec
+from .models import check_bf16_embedding, check_spec
 from .prune import QuotaPicker, fit_budget, max_window_tokens, plan_windows, score_windows
 from .render import render
 from .result import CompressionResult, PartStats, Timings
@@ -61,6 +61,7 @@ class Compressor:
         config: CompressionConfig | None = None,
         scorer: Scorer | None = None,
         adapter: str | Path | None = None,
+        bf16_embedding: bool | None = None,  # on the fp32 path keep the embedding table in bf16 (None: where exact)
     ) -> None:
         if config is not None and not isinstance(config, CompressionConfig):
             raise ConfigError(f"config must be a CompressionConfig, got {type(config).__name__}")
@@ -68,6 +69,7 @@ class Compressor:
         if vocab not in VOCAB_MODES:
             raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
         model = check_spec(model, device, dtype)
+        check_bf16_embedding(bf16_embedding)
         if scorer is not None and not isinstance(scorer, Scorer):
             raise ConfigError(f"scorer must implement lingua_compress.Scorer, got {type(scorer).__name__}")
         if adapter is not None and scorer is not None:
@@ -77,7 +79,7 @@ class Compressor:
 
         self.config = config or CompressionConfig()
         self._spec = {"model": model, "device": device, "dtype": dtype, "vocab": vocab,
-                      "adapter": check_adapter(adapter)}
+                      "adapter": check_adapter(adapter), "bf16_embedding": bf16_embedding}
         self._scorer = scorer
         self._lock = threading.Lock()
 
@@ -288,7 +290,7 @@ class _Run:
         filler = np.zeros(seg.n_units, dtype=bool)
         if coarse:
             alive = B.select_contexts(seg, costs, scores, kind_target[B.CONTEXT], k)
-            alive = B.filter_sentences(seg, costs, scores, alive, k * kind_target[B.CONTEXT])
+            alive = B.filter_sentences(seg, costs, scores, alive, cfg.sentence_budget_factor * kind_target[B.CONTEXT])
             filler = B.fill_contexts(seg, costs, scores, alive, kind_target[B.CONTEXT])
             alive = alive | filler
         if coarse or not cfg.iterative:
@@ -351,6 +353,7 @@ class _Run:
             parts=tuple(parts),
             tokenizer=self.counter.name,
             timings=Timings(time.perf_counter() - self.started, self.scoring_s, self.scored_tokens),
+            backend=getattr(self.scorer, "backend", None),  # a custom Scorer need not say
         )
 
 

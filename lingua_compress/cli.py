@@ -13,6 +13,7 @@ import sys
 from typing import Sequence, TextIO
 
 from .errors import ConfigError, LinguaCompressError
+from .models import DTYPE_NAMES
 
 SUBCOMMANDS = {
     "align": "lingua_compress.align.cli",  # tuning needs the align extra; says so itself when it is missing
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="append", default=[], metavar="REGEX", help="never cut matches (repeatable)")
     p.add_argument("--model", default=None, help="HF causal LM id or local path (default: embedded Gemma 3 270M)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="auto",
+                   help="scorer precision; auto: bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else float32")
     p.add_argument("--target-tokenizer", default=None, help="count tokens with this HF tokenizer (id or path)")
     p.add_argument("--errors", choices=DECODE_ERRORS, default="strict",
                    help="input that is not UTF-8: stop with the byte offset (strict, default), replace bad bytes "
@@ -107,7 +110,7 @@ def _compress(args: argparse.Namespace, stream: TextIO) -> int:
     from .api import Compressor
 
     text = _read(args.input or args.file, args.errors)
-    compressor = Compressor(args.model, device=args.device)
+    compressor = Compressor(args.model, device=args.device, dtype=args.dtype)
     ratio = 0.5 if args.ratio is None and args.target_tokens is None else args.ratio
     if args.question is not None:
         from .documents import compress_documents, split_documents
@@ -133,7 +136,8 @@ def _compress(args: argparse.Namespace, stream: TextIO) -> int:
         _write(args.output, render_show(result.original, result.kept_spans, colour) + "\n")
     else:
         _write(args.output, out.text + ("" if out.text.endswith("\n") else "\n"))
-    summary = {k: v for k, v in result.to_dict().items() if k in ("original_tokens", "compressed_tokens", "kept_ratio")}
+    keys = ("original_tokens", "compressed_tokens", "kept_ratio", "backend")  # backend: which compute path ran
+    summary = {k: v for k, v in result.to_dict().items() if k in keys}
     print(json.dumps(summary), file=stream)
     return EXIT_OK
 

@@ -137,12 +137,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_bf16_feature() -> str:
+    """The CPU feature that computes bf16 natively: "amx_bf16", "avx512_bf16", or "none" (e.g. AVX2-only CPUs,
+    where bf16 matmuls are ~100x slower than fp32, and machines without /proc/cpuinfo)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return "none"
+    line = re.search(r"^flags\s*:(.*)$", text, re.M)  # x86 only; ARM lists "Features" and has no bf16 choice here
+    flags = set(line.group(1).split()) if line else set()
+    return next((f for f in ("amx_bf16", "avx512_bf16") if f in flags), "none")
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
@@ -155,7 +159,7 @@ def resolve_dtype(dtype: str, device: str) -> Any:
         return names[dtype]
     if device.startswith("cuda"):
         return torch.bfloat16
-    if device == "cpu" and _cpu_has_bf16():
+    if device == "cpu" and cpu_bf16_feature() != "none":
         return torch.bfloat16
     return torch.float32
 
@@ -168,27 +172,42 @@ class LoadedModel:
     device: str
     is_default: bool
     adapter: str | None = None  # an aligned adapter merged into the weights (lingua_compress.align)
+    requested_dtype: str = "given"  # the dtype load_model was asked for ("auto" or an override)
+
+
+def check_bf16_embedding(value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"bf16_embedding={value!r} is not supported; use None (auto), True or False")
+    return value
 
 
 def load_model(model: str | None, device: str = "auto", dtype: str = "auto",
-               adapter: str | os.PathLike[str] | None = None) -> LoadedModel:
+               adapter: str | os.PathLike[str] | None = None, *, bf16_embedding: bool | None = False) -> LoadedModel:
     """Load a causal LM and its tokenizer: the default scorer, a local directory or a hub id; with ``adapter``,
-    an aligned adapter directory (``lingua-compress align``) merged into its weights."""
+    an aligned adapter directory (``lingua-compress align``) merged into its weights.
+
+    ``bf16_embedding`` (see :mod:`lingua_compress.lowmem`): when the model computes in fp32, keep its token-embedding
+    table in bf16. None: only on a CPU, without an adapter, where it is exact (the checkpoint stores bf16) and the
+    vocabulary is large enough to matter. The whole LM stays callable (its first call copies the tied head to fp32).
+    """
     model = check_spec(model, device, dtype)
+    mode = check_bf16_embedding(bf16_embedding)
+    if mode and adapter is not None:
+        raise ConfigError("bf16_embedding=True cannot be combined with an adapter; leave it unset (auto)")
     is_default = model is None or model == DEFAULT_MODEL
     path = str(default_model_path()) if is_default else str(model)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    if mode is None and (dev != "cpu" or adapter is not None):
+        mode = False
 
     def load(local_files_only: bool) -> tuple[Any, Any]:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from .lowmem import load_causal_lm  # imports torch: only when a model is loaded
 
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=local_files_only)
-        lm = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, attn_implementation="eager", trust_remote_code=False,
-            local_files_only=local_files_only,
-        )
-        return tok, lm
+        return tok, load_causal_lm(path, torch_dtype, local_files_only, mode)
 
     tok, lm = load_local_first(load, path, "model")
     if not getattr(tok, "is_fast", False):
@@ -196,10 +215,10 @@ def load_model(model: str | None, device: str = "auto", dtype: str = "auto",
     lm.to(dev).eval()
     name = DEFAULT_MODEL if is_default else path
     if adapter is None:
-        return LoadedModel(lm, tok, name, dev, is_default)
+        return LoadedModel(lm, tok, name, dev, is_default, requested_dtype=dtype)
     from .align.load import apply_adapter  # needs the align extra (peft); imported only when asked for
 
-    return LoadedModel(apply_adapter(lm, adapter, name), tok, name, dev, is_default, os.fspath(adapter))
+    return LoadedModel(apply_adapter(lm, adapter, name), tok, name, dev, is_default, os.fspath(adapter), dtype)
 
 
 def load_local_first(load: Callable[[bool], T], name: str, what: str) -> T:

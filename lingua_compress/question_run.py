@@ -100,7 +100,7 @@ class QuestionRun(_Run):
             alive = B.select_contexts(seg, costs, self.scores, budget, k, part_scores=self.part_relevance)
         self._contrast(alive)  # only the documents kept: the dropped ones are never forwarded a second time
         if coarse:
-            alive = B.filter_sentences(seg, costs, self.scores, alive, k * budget)
+            alive = B.filter_sentences(seg, costs, self.scores, alive, cfg.sentence_budget_factor * budget)
             filler = B.fill_contexts(seg, costs, self.scores, alive, budget, part_scores=self.part_relevance)
             self._contrast(filler)
             alive = alive | filler

@@ -26,6 +26,23 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Backend:
+    """Where and in what precision the scoring model ran, and why: timings mean little without it (bf16 matmuls
+    are ~100x slower on a CPU without native bf16, so ``dtype="auto"`` picks fp32 there)."""
+
+    device: str  # torch device of the model: "cpu", "cuda:0", "mps"
+    dtype: str  # compute dtype: "float32", "bfloat16" or "float16"
+    cpu_bf16: str  # this CPU's native-bf16 feature, "amx_bf16", "avx512_bf16" or "none"; auto picks bf16 on a CPU
+    # only where it is not "none"
+    requested: str  # the dtype asked for: "auto" or an override; "given" for a model handed in already loaded
+    embedding_dtype: str  # storage of the token-embedding table: bf16 on the fp32 CPU path saves ~335 MB
+
+    def __str__(self) -> str:
+        table = f", embedding {self.embedding_dtype}" if self.embedding_dtype != self.dtype else ""
+        return f"{self.device}/{self.dtype}{table} (requested {self.requested}; cpu bf16: {self.cpu_bf16})"
+
+
+@dataclass(frozen=True)
 class CompressionResult:
     """What ``compress`` returns. ``str(result)`` is the compressed text."""
 
@@ -38,6 +55,7 @@ class CompressionResult:
     parts: tuple[PartStats, ...]
     tokenizer: str  # the tokenizer the counts are in
     timings: Timings
+    backend: Backend | None = None  # None: a custom Scorer that does not say
 
     def __str__(self) -> str:
         return self.text

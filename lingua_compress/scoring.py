@@ -16,7 +16,8 @@ import numpy as np
 
 from .errors import ConfigError
 from .kvcache import KVCache, cache_keyword
-from .models import LoadedModel, load_model
+from .models import LoadedModel, check_bf16_embedding, cpu_bf16_feature, load_model
+from .result import Backend
 
 VOCAB_MODES = ("restricted", "full")
 # How a window is conditioned on the kept prefix. "reuse": the kept tokens keep the key/value states computed
@@ -71,22 +72,31 @@ class CausalLMScorer:
         vocab: str = "restricted",
         loaded: LoadedModel | None = None,
         adapter: str | os.PathLike[str] | None = None,
+        bf16_embedding: bool | None = None,
     ) -> None:
+        """``bf16_embedding``: on the fp32 path keep the token-embedding table in bf16 (see
+        :mod:`lingua_compress.lowmem`). None: where exact and worth it (with ``vocab="full"`` the whole table would
+        be copied back to fp32, so never); False: off."""
         if vocab not in VOCAB_MODES:
             raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
-        if loaded is not None and adapter is not None:
-            raise ConfigError("adapter= applies to a model this scorer loads; with loaded=, apply it with "
-                              "lingua_compress.align.apply_adapter first")
+        if loaded is not None and (adapter is not None or check_bf16_embedding(bf16_embedding)):
+            raise ConfigError("adapter= and bf16_embedding=True apply to a model this scorer loads; with loaded=, "
+                              "apply them first (lingua_compress.align.apply_adapter, lowmem.store_embedding_bf16)")
         import torch
 
         self._torch = torch
-        self.loaded = loaded if loaded is not None else load_model(model, device=device, dtype=dtype, adapter=adapter)
+        if bf16_embedding is None and vocab == "full":
+            bf16_embedding = False
+        self.loaded = loaded if loaded is not None else load_model(model, device=device, dtype=dtype, adapter=adapter,
+                                                                   bf16_embedding=bf16_embedding)
         self.name = self.loaded.name
         self.tokenizer = self.loaded.tokenizer
         lm = self.loaded.model
         self._body = lm.base_model
         self._cache_keyword = cache_keyword(self._body)  # once: inspecting the signature per forward would cost
-        self._head = lm.get_output_embeddings().weight.detach()
+        self._head = lm.get_output_embeddings().weight.detach()  # may be stored in bf16 (lowmem): gather, then cast
+        table = lm.get_input_embeddings()
+        self._dtype = getattr(table, "compute_dtype", self._head.dtype)
         self._softcap = getattr(lm.config, "final_logit_softcapping", None)
         bos = self.tokenizer.bos_token_id
         self._bos = int(bos if bos is not None else self.tokenizer.eos_token_id)
@@ -97,7 +107,11 @@ class CausalLMScorer:
         if self.vocab == "restricted":
             # Low ids are the frequent ones in BPE/SentencePiece vocabularies (measured: Pearson 0.999 vs full).
             self._in_base[:RESTRICTED_SIZE] = True
-            self._base_head = self._head[:RESTRICTED_SIZE]
+            self._base_head = self._head[:RESTRICTED_SIZE].to(self._dtype)  # a copy only where stored in bf16
+        else:
+            self._base_head = self._head.to(self._dtype)
+        self.backend = Backend(str(self._head.device), _dtype_name(self._dtype), cpu_bf16_feature(),
+                               self.loaded.requested_dtype, _dtype_name(table.weight.dtype))
 
     def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -110,13 +124,12 @@ class CausalLMScorer:
         torch = self._torch
         if len(targets) == 0:
             return np.zeros(0, dtype=np.float32)
-        hidden = hidden.to(self._head.dtype)
-        target_logit = (hidden * self._head[targets]).sum(-1).float()
+        hidden = hidden.to(self._dtype)
+        target_logit = (hidden * self._head[targets].to(self._dtype)).sum(-1).float()
+        heads = [self._base_head]
         if self.vocab == "restricted":
             extra = torch.unique(targets[~self._in_base[targets]])
-            heads = [self._base_head, self._head[extra]] if len(extra) else [self._base_head]
-        else:
-            heads = [self._head]
+            heads += [self._head[extra].to(self._dtype)] if len(extra) else []
         width = sum(h.shape[0] for h in heads)
         rows = max(1, _HEAD_CHUNK_ELEMENTS // width)
         lse = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
@@ -220,8 +233,8 @@ class CausalLMSession:
         if not self._gapped:
             return None
         query = np.arange(self._next_pos, self._next_pos + n)
-        head = self._scorer._head
-        return self._cache.position_masks(np.asarray(self._positions), query, head.dtype, head.device)
+        return self._cache.position_masks(np.asarray(self._positions), query, self._scorer._dtype,
+                                          self._scorer._head.device)
 
     def _prefill(self) -> None:
         """Forward all but the last chunk of the pending prefix on its own, chunk by chunk: after a restart it can
@@ -263,3 +276,7 @@ class CausalLMSession:
             if p:
                 self._last_hidden = hidden[p - 1]
             self._pending = kept_ids
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")

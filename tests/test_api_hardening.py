@@ -151,6 +151,7 @@ def test_bad_target_tokens_is_a_config_error_naming_it(fake, bad):
 
 
 CONFIG_REALS = {"instruction_ratio": (0.01, 1.0), "question_ratio": (0.01, 1.0), "context_budget_factor": (1.0, 9.0),
+                "sentence_budget_factor": (1.0, 9.0),
                 "tolerance": (0.0, 0.49)}
 CONFIG_INTS = {"window_tokens": (16, 8192), "tolerance_tokens": (0, 50)}
 

@@ -197,3 +197,23 @@ def test_cached_results_follow_the_prefix_text_not_the_code(tmp_path):
     rows[("ours", 0.2, 1, "em")] = {"fp": "old", "kind": "em", "gen": -1}  # an older generation rule
     kept = current(rows, Store(tmp_path / "p.jsonl", ("method", "ratio")))
     assert set(kept) == {("ours", 0.2, 0, "em")}
+
+
+def test_results_are_found_by_prefix_text_under_any_method_name(tmp_path):
+    from bench_quality import Store, by_text, _digest
+
+    prefixes = Store(tmp_path / "p.jsonl", ("method", "ratio"))
+    evals = Store(tmp_path / "e.jsonl", ("method", "ratio", "q", "kind"))
+    prefixes.add({"method": "ours[context_budget_factor=1.0]", "ratio": 0.2, "fp": "a", "text": "kept text"})
+    prefixes.add({"method": "ours", "ratio": 0.2, "fp": "b", "text": "other text"})
+    gen = quality_targets.GEN_VERSION
+    evals.add({"method": "ours[context_budget_factor=1.0]", "ratio": 0.2, "q": 0, "kind": "em", "fp": "a",
+               "gen": gen, "correct": True})
+    evals.add({"method": "ours[context_budget_factor=1.0]", "ratio": 0.2, "q": 1, "kind": "em", "fp": "a",
+               "gen": gen - 1, "correct": True})  # an older generation rule: not reusable
+    evals.add({"method": "ours", "ratio": 0.2, "q": 0, "kind": "nll", "fp": "b", "nll": 1.0})
+    found = by_text(evals, prefixes)
+    same = {"text": "kept text"}
+    assert found[(_digest(same), 0, "em")]["correct"] is True
+    assert (_digest(same), 1, "em") not in found
+    assert found[(_digest({"text": "other text"}), 0, "nll")]["nll"] == 1.0

@@ -64,3 +64,23 @@ def test_python_dash_m_entry_point():
 
     out = subprocess.run([sys.executable, "-m", "lingua_compress", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--ratio" in out.stdout and "batch" in out.stdout
+
+
+@pytest.mark.parametrize("dtype", ["auto", "float32"])
+def test_json_and_summary_say_which_compute_path_ran(model_dir, monkeypatch, tmp_path, dtype):
+    from lingua_compress.models import cpu_bf16_feature, resolve_dtype
+
+    dst = tmp_path / "out.json"
+    code, _, err = run(["--ratio", "0.3", "--json", "-o", str(dst), "--dtype", dtype, "--model", model_dir], TEXT,
+                       monkeypatch)
+    backend = json.loads(dst.read_text())["backend"]
+    want = str(resolve_dtype(dtype, "cpu")).replace("torch.", "")
+    assert code == 0 and backend["dtype"] == want and backend["requested"] == dtype
+    assert backend["device"] == "cpu" and backend["cpu_bf16"] == cpu_bf16_feature()
+    assert json.loads(err.strip().splitlines()[-1])["backend"] == backend
+
+
+def test_bad_dtype_is_a_usage_error(monkeypatch):
+    with pytest.raises(SystemExit) as exc:
+        run(["--dtype", "int4"], TEXT, monkeypatch)
+    assert exc.value.code == 2

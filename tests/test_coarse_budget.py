@@ -107,3 +107,22 @@ def test_old_rule_is_still_reachable_with_k_one(fake):
     res = Compressor(scorer=FakeScorer(), config=CompressionConfig(context_budget_factor=1.0)).compress(
         Prompt(demonstrations=DEMOS), 0.5)
     assert abs(res.compressed_tokens - res.target_tokens) <= max(0.02 * res.target_tokens, 3)
+
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.0, 3.5])
+def test_sentence_filter_trims_to_its_own_factor_not_the_part_selections(monkeypatch, factor):
+    # Parts are chosen at context_budget_factor; the sentence filter then gets sentence_budget_factor x budget.
+    seen = []
+    real = B.filter_sentences
+
+    def spy(seg, costs, scores, alive, budget):
+        seen.append(budget)
+        return real(seg, costs, scores, alive, budget)
+
+    monkeypatch.setattr(B, "filter_sentences", spy)
+    cfg = CompressionConfig(context_budget_factor=1.0, sentence_budget_factor=factor)
+    res = Compressor(scorer=FakeScorer(), config=cfg).compress(Prompt(demonstrations=DEMOS), 0.3)
+    assert len(seen) == 1
+    # Demonstrations only: the context's budget is the whole target.
+    assert seen[0] == pytest.approx(factor * res.target_tokens, rel=0.05)
