@@ -18,6 +18,7 @@ import bench_compress  # noqa: E402
 def test_one_pass_times_the_body_and_then_the_head(scorer):
     body_s, total_s = bench_compress.one_pass(scorer, "Natalia sold clips to 48 of her friends in April.")
     assert 0 < body_s <= total_s
+    assert bench_compress.chunked_pass(scorer, "Natalia sold clips to 48 of her friends in April.") > 0
 
 
 @pytest.mark.model
@@ -30,3 +31,4 @@ def test_dry_run_reports_the_ratio_to_one_pass(tmp_path):
     assert report["torch_threads"] >= 1 and set(report["flags"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
     for row in report["runs"]:
         assert row["ours_over_one_pass"] == pytest.approx(row["wall_s_best"] / report["one_pass_s"], rel=0.02)
+        assert row["ours_over_chunked_pass"] == pytest.approx(row["wall_s_best"] / report["chunked_pass_s"], rel=0.02)
