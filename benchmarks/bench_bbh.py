@@ -31,7 +31,7 @@ from bench_quality import Store, current, extract, make_prefixes  # noqa: E402
 from quality_methods import BASELINES, JOIN, known  # noqa: E402
 from quality_report import machine  # noqa: E402
 from quality_stats import accuracy_diff, wilson  # noqa: E402
-from quality_targets import GEN_VERSION  # noqa: E402
+from quality_targets import GEN_VERSION, finish  # noqa: E402
 
 TASKS = ("date_understanding", "logical_deduction_three_objects", "tracking_shuffled_objects_three_objects",
          "object_counting")
@@ -39,6 +39,19 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "bbh"
 COT = "A: Let's think step by step."
 COMPARE = ("llmlingua", "truncate", "full")
 _LETTER = re.compile(r"answer is\s*\(?([A-R])\)", re.I)
+# Where an answer ends. The 1.5B target rarely ends a BBH answer with a blank line: it runs on ("...(E).Human: ...",
+# "A: Let's think..." and a made-up next question with an answer of its own), which used to be generated up to the
+# token cap and read for its last answer (11 of the first 386 predictions were the run-on's). Generation now stops
+# at the first finished answer or a run-on marker; stored outputs are re-read with the same rule (finish()).
+RUN_ON = ("Human:", "\nQ:", " Q:", "\nA:", " A: ")
+_NUMBER_WORDS = "zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|" \
+                "sixteen|seventeen|eighteen|nineteen|twenty"
+UNTIL = {
+    "letter": re.compile(r"answer is\s*\(?[A-R]\)", re.I),
+    # A number is finished by what follows it: not a digit, and a "." or "," only when a non-digit follows that
+    # (never the end of the text: mid-generation, "12." may still become "12.5").
+    "number": re.compile(rf"answer is\s*(\$?\d+|{_NUMBER_WORDS})(?=[^\w.,]|[.,]\D)", re.I),
+}
 _ANY_LETTER = re.compile(r"\(([A-R])\)")
 _WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
                                       "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
@@ -122,6 +135,11 @@ def answer(text: str, kind: str) -> str | None:
     return extract(text)
 
 
+def scored(rec: dict, kind: str) -> bool:
+    """Whether a stored result is right, its output read up to its first finished answer (see RUN_ON)."""
+    return answer(finish(rec["output"], RUN_ON, UNTIL[kind]), kind) == rec["gold"]
+
+
 def conditions(args: argparse.Namespace) -> list[tuple[str, float]]:
     conds = [(m, r) for m in args.methods if m not in BASELINES for r in args.ratios]
     return conds + [(m, 1.0 if m == "full" else 0.0) for m in BASELINES if m in args.methods]
@@ -150,7 +168,7 @@ def evaluate(args, target, task: str, instruction: str, conds, tests, prefixes: 
                 row = tests[i]
                 t = time.perf_counter()
                 out = target.generate(target.tokenize(f"{JOIN}Q: {row['question']}\n{COT}" + target.assistant_open),
-                                      args.max_tokens)
+                                      args.max_tokens, RUN_ON, UNTIL[row["kind"]])
                 pred = answer(out, row["kind"])
                 evals.add({"method": method, "ratio": ratio, "q": i, "kind": "em", "fp": prefix["fp"], "task": task,
                            "output": out, "pred": pred, "gold": row["gold"], "correct": pred == row["gold"],
@@ -197,7 +215,7 @@ def _outcomes(conds, loaded, stores) -> dict[tuple[str, float], dict[tuple[str, 
             for q in range(len(tests)):
                 rec = evals.get(*c, q, "em")
                 if rec is not None:
-                    out[c][(task, q)] = bool(rec["correct"])
+                    out[c][(task, q)] = scored(rec, tests[q]["kind"])
     return out
 
 

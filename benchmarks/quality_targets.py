@@ -106,7 +106,8 @@ class Target(Protocol):
     def tokenize(self, text: str) -> list[int]: ...
     def set_prefix(self, ids: list[int]) -> None: ...
     def gold_nll(self, question: list[int], gold: list[int]) -> float: ...
-    def generate(self, question: list[int], max_tokens: int) -> str: ...
+    def generate(self, question: list[int], max_tokens: int, stop: tuple[str, ...] = (),
+                 until: re.Pattern | None = None) -> str: ...
 
 
 def _nll_rows(logits: np.ndarray, targets: list[int]) -> float:
@@ -116,15 +117,21 @@ def _nll_rows(logits: np.ndarray, targets: list[int]) -> float:
     return float((lse - z[np.arange(len(targets)), targets]).sum())
 
 
-def _stopped(text: str, stop: tuple[str, ...]) -> bool:
-    return any(s in text for s in stop) or ANSWER_LINE.search(text) is not None
+def _stopped(text: str, stop: tuple[str, ...], until: re.Pattern | None = None) -> bool:
+    return (any(s in text for s in stop) or ANSWER_LINE.search(text) is not None
+            or (until is not None and until.search(text) is not None))
 
 
-def _cut(text: str, stop: tuple[str, ...]) -> str:
+def finish(text: str, stop: tuple[str, ...], until: re.Pattern | None = None) -> str:
+    """``text`` up to its first stop: a stop string, a finished answer line, or the end of ``until``'s first match.
+    Applied to a longer greedy output it gives what generation with these stops returns, so stored outputs can be
+    re-read under a stricter rule without generating again."""
     for s in stop:
         text = text.split(s)[0]
     m = ANSWER_LINE.search(text)
-    return text[:m.end()].rstrip("\n") if m else text
+    text = text[:m.end()].rstrip("\n") if m else text
+    m = until.search(text) if until is not None else None
+    return text[:m.end()] if m else text
 
 
 class LlamaTarget:
@@ -168,7 +175,10 @@ class LlamaTarget:
         start = len(self.prefix) + len(question) - 1  # the row that predicts gold[0]
         return _nll_rows(np.asarray(self.llm.scores[start:start + len(gold)]), gold)
 
-    def generate(self, question: list[int], max_tokens: int) -> str:
+    def generate(self, question: list[int], max_tokens: int, stop: tuple[str, ...] = (),
+                 until: re.Pattern | None = None) -> str:
+        """Greedy completion; ``stop`` adds stop strings, ``until`` ends it at its first match (a finished answer)."""
+        stop = self.stop + stop
         self._rewind()
         out = []
         eos = self.llm.token_eos()
@@ -177,9 +187,9 @@ class LlamaTarget:
             if tok == eos or len(out) >= max_tokens or len(self.prefix) + len(question) + len(out) >= self.n_ctx - 1:
                 break
             out.append(tok)
-            if _stopped(self.llm.detokenize(out).decode("utf-8", "ignore"), self.stop):
+            if _stopped(self.llm.detokenize(out).decode("utf-8", "ignore"), stop, until):
                 break
-        return _cut(self.llm.detokenize(out).decode("utf-8", "ignore"), self.stop)
+        return finish(self.llm.detokenize(out).decode("utf-8", "ignore"), stop, until)
 
 
 class TorchTarget:
@@ -224,7 +234,9 @@ class TorchTarget:
         rows = logits[len(question) - 1:len(question) - 1 + len(gold)].numpy()
         return _nll_rows(rows, gold)
 
-    def generate(self, question: list[int], max_tokens: int) -> str:
+    def generate(self, question: list[int], max_tokens: int, stop: tuple[str, ...] = (),
+                 until: re.Pattern | None = None) -> str:
+        stop = self.stop + stop
         cache, ids, out = copy.deepcopy(self.cache), question, []
         for _ in range(max_tokens):
             logits, cache = self._forward(ids, cache)
@@ -233,9 +245,9 @@ class TorchTarget:
                 break
             out.append(tok)
             ids = [tok]
-            if _stopped(self.tok.decode(out), self.stop):
+            if _stopped(self.tok.decode(out), stop, until):
                 break
-        return _cut(self.tok.decode(out, skip_special_tokens=True), self.stop)
+        return finish(self.tok.decode(out, skip_special_tokens=True), stop, until)
 
 
 def load_target(key: str, cache: Path, threads: int | None = None) -> Target:

@@ -69,6 +69,10 @@ _OPENING_RE = re.compile(r"^[ \t]*[A-Za-z][A-Za-z'’]{0,24}(?:[ \t]+[A-Za-z][A-
                          r"|^[ \t]*(?:So )?[Tt]he answer is\b|\bLet's think step by step\b", re.M)
 
 
+# The answer phrase of few-shot CoT and its option letter: "So the answer is (B)", "the answer is 12".
+_ANSWER_PHRASE_RE = re.compile(r"\b(?:[Ss]o )?[Tt]he answer is(?:\s+\([A-Z]\))?")
+
+
 def line_view(text: str) -> str:
     """``text`` with CRLF and CR line breaks as LF, same length, so that offsets found in it index ``text``.
 
@@ -279,7 +283,28 @@ def _protect_template(text: str, parts: tuple[Part, ...], starts: list[int], end
         n = max((n for n in range(1, len(words) + 1) if len(seen[tuple(words[:n])]) >= quorum), default=0)
         for u in units[:n]:
             protected[u] = True
+    _protect_answer_phrases(text, parts, blocks, quorum, starts, ends, protected)
     return True
+
+
+def _protect_answer_phrases(text: str, parts: tuple[Part, ...], blocks: set[int], quorum: int,
+                            starts: list[int], ends: list[int], protected: list[bool]) -> None:
+    """Protect "So the answer is (B)" where most demonstrations end that way mid-line (BIG-Bench Hard's CoT): the
+    target copies the phrase, and measured on BBH the token pass cut it to "So the is (B" and "the answer is ()",
+    which the target then wrote back. Line openings are :func:`_protect_template`'s; this is the phrase anywhere."""
+    spans = [m.span() for i in sorted(blocks) for m in _ANSWER_PHRASE_RE.finditer(text, parts[i].start, parts[i].end)]
+    if len({_part_of(parts, blocks, a) for a, _ in spans}) < quorum:
+        return
+    unit_start = np.asarray(starts, dtype=np.int64)
+    for a, b in spans:
+        lo, hi = np.searchsorted(unit_start, a, side="right") - 1, np.searchsorted(unit_start, b, side="left")
+        for u in range(max(lo, 0), hi):
+            if ends[u] > a:
+                protected[u] = True
+
+
+def _part_of(parts: tuple[Part, ...], blocks: set[int], offset: int) -> int:
+    return next(i for i in blocks if parts[i].start <= offset < parts[i].end)
 
 
 def _openings(text: str, starts: np.ndarray, ends: np.ndarray, protected: np.ndarray) -> np.ndarray:

@@ -163,6 +163,24 @@ def test_bbh_options_are_shuffled_and_answers_parsed():
     assert bench_bbh.answer("2 + 3 = 5. So the answer is 5.", "number") == "5"
 
 
+@pytest.mark.parametrize("output, kind, gold, read", [
+    ("Today is 9/7. So the answer is (C).Human: A man is 10 years older... So the answer is (A).", "letter", "C", "C"),
+    ("Dan finished second. So the answer is (C)\nQ: Who won? ... So the answer is (B)", "letter", "C", "C"),
+    ("1 + 1 + 5 = 7. So the answer is 7.\n\nQ: How many? ... So the answer is 12.", "number", "7", "7"),
+    ("1 + 1 + 5 = 7. So the answer is 7. A: Let's think step by step. 3 + 9 = 12", "number", "7", "7"),
+    ("So the answer is 12.5 apples", "number", "12", None),  # not 12: a decimal point with a digit after it
+])
+def test_bbh_answers_are_read_up_to_the_first_finished_one(output, kind, gold, read):
+    import bench_bbh
+
+    assert bench_bbh.scored({"output": output, "gold": gold}, kind) == (read == gold)
+    cut = quality_targets.finish(output, bench_bbh.RUN_ON, bench_bbh.UNTIL[kind])
+    assert output.startswith(cut) and (read is None or bench_bbh.answer(cut, kind) == read)
+    # Generation stops where the cut ends: no stop fires on a shorter prefix, so stored and new outputs agree.
+    assert not any(quality_targets._stopped(cut[:i], bench_bbh.RUN_ON + ("\n\n",), bench_bbh.UNTIL[kind])
+                   for i in range(len(cut)))
+
+
 @pytest.mark.model
 def test_bbh_dry_run_is_paired_and_resumes(tmp_path):
     import bench_bbh

@@ -91,3 +91,16 @@ def test_line_openings_shared_by_most_demonstrations_are_protected():
     assert "Question" not in protected_words(two)
     off = segment(Prompt(demonstrations=demos), protect_defaults=False)
     assert not off.protected.any()
+
+
+def test_an_answer_phrase_that_ends_most_demonstrations_mid_line_is_protected_with_its_letter():
+    # BIG-Bench Hard's CoT ends each exemplar "... So the answer is (B)." on the reasoning's last line.
+    demos = [f"Q: {q}?\nA: Let's think step by step.\n{r} So the answer is ({x})."
+             for q, r, x in (("Which is red", "Red comes first.", "A"), ("Who is tall", "Tom, by far.", "B"),
+                             ("Pick the oldest", "It is Ann.", "C"))]
+    prot = protected_words(segment(Prompt(demonstrations=demos)))
+    text = " ".join(prot)
+    assert all(f"So the answer is ( {x} )." in text for x in "ABC")
+    assert "first" not in prot and "Tom" not in prot and "Ann" not in prot and prot.count("is") == 3
+    once = [demos[0], "Q: Why?\nA: Because it is red.", "Q: When?\nA: Now, as it is late."]
+    assert "answer" not in protected_words(segment(Prompt(demonstrations=once)))  # one demonstration is no format
