@@ -255,7 +255,7 @@ def _protect_operators(text: str, starts: list[int], ends: list[int], protected:
         protected[i] = mathy(i - 1) and mathy(i + 1)
 
 
-TEMPLATE_MAX_UNITS = 6
+TEMPLATE_MAX_UNITS = 8
 
 
 def _protect_template(text: str, parts: tuple[Part, ...], starts: list[int], ends: list[int],
