@@ -292,19 +292,16 @@ def _protect_answer_phrases(text: str, parts: tuple[Part, ...], blocks: set[int]
     """Protect "So the answer is (B)" where most demonstrations end that way mid-line (BIG-Bench Hard's CoT): the
     target copies the phrase, and measured on BBH the token pass cut it to "So the is (B" and "the answer is ()",
     which the target then wrote back. Line openings are :func:`_protect_template`'s; this is the phrase anywhere."""
-    spans = [m.span() for i in sorted(blocks) for m in _ANSWER_PHRASE_RE.finditer(text, parts[i].start, parts[i].end)]
-    if len({_part_of(parts, blocks, a) for a, _ in spans}) < quorum:
+    hits = [(i, m.span()) for i in sorted(blocks)
+            for m in _ANSWER_PHRASE_RE.finditer(text, parts[i].start, parts[i].end)]
+    if len({i for i, _ in hits}) < quorum:
         return
     unit_start = np.asarray(starts, dtype=np.int64)
-    for a, b in spans:
+    for _, (a, b) in hits:
         lo, hi = np.searchsorted(unit_start, a, side="right") - 1, np.searchsorted(unit_start, b, side="left")
         for u in range(max(lo, 0), hi):
             if ends[u] > a:
                 protected[u] = True
-
-
-def _part_of(parts: tuple[Part, ...], blocks: set[int], offset: int) -> int:
-    return next(i for i in blocks if parts[i].start <= offset < parts[i].end)
 
 
 def _openings(text: str, starts: np.ndarray, ends: np.ndarray, protected: np.ndarray) -> np.ndarray:
