@@ -39,22 +39,20 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "bbh"
 COT = "A: Let's think step by step."
 COMPARE = ("llmlingua", "truncate", "full")
 _LETTER = re.compile(r"answer is\s*\(?([A-R])\)", re.I)
+_ANY_LETTER = re.compile(r"\(([A-R])\)")
+_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+                                      "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
 # Where an answer ends. The 1.5B target rarely ends a BBH answer with a blank line: it runs on ("...(E).Human: ...",
 # "A: Let's think..." and a made-up next question with an answer of its own), which used to be generated up to the
 # token cap and read for its last answer (11 of the first 386 predictions were the run-on's). Generation now stops
 # at the first finished answer or a run-on marker; stored outputs are re-read with the same rule (finish()).
 RUN_ON = ("Human:", "\nQ:", " Q:", "\nA:", " A: ")
-_NUMBER_WORDS = "zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|" \
-                "sixteen|seventeen|eighteen|nineteen|twenty"
 UNTIL = {
     "letter": re.compile(r"answer is\s*\(?[A-R]\)", re.I),
     # A number is finished by what follows it: not a digit, and a "." or "," only when a non-digit follows that
     # (never the end of the text: mid-generation, "12." may still become "12.5").
-    "number": re.compile(rf"answer is\s*(\$?\d+|{_NUMBER_WORDS})(?=[^\w.,]|[.,]\D)", re.I),
+    "number": re.compile(rf"answer is\s*(\$?\d+|{'|'.join(_WORDS)})(?=[^\w.,]|[.,]\D)", re.I),
 }
-_ANY_LETTER = re.compile(r"\(([A-R])\)")
-_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-                                      "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split())}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

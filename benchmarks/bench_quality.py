@@ -190,10 +190,15 @@ def _digest(prefix: dict) -> str:
     return hashlib.sha1(prefix["text"].encode()).hexdigest()
 
 
+def _made(prefixes: Store) -> dict:
+    """The text digest of every prefix ever made, by (method, ratio, fp)."""
+    return {(p["method"], p["ratio"], p["fp"]): _digest(p) for p in prefixes.history()}
+
+
 def by_text(evals: Store, prefixes: Store) -> dict:
     """Every finished result by (prefix text digest, question, kind), whichever method made that text: a variant
     that becomes the default makes the same prefix under another name, and the target sees only the text."""
-    made = {(p["method"], p["ratio"], p["fp"]): _digest(p) for p in prefixes.history()}
+    made = _made(prefixes)
     out = {}
     for row in evals.history():
         text = made.get((row["method"], row["ratio"], row.get("fp")))
@@ -208,7 +213,7 @@ def current(rows: dict, prefixes: Store) -> dict:
     A result depends on its prefix's text, not on the code that made it, so a code change that leaves the text
     alone (a speed-up, a refactor) keeps the cached results; every prefix ever made is looked up by its fp.
     """
-    made = {(p["method"], p["ratio"], p["fp"]): _digest(p) for p in prefixes.history()}
+    made = _made(prefixes)
     now = {k: _digest(p) for k, p in prefixes.rows.items()}
     return {k: v for k, v in rows.items()
             if made.get((k[0], k[1], v.get("fp"))) == now.get((k[0], k[1]), object())
@@ -227,13 +232,13 @@ def evaluate(args, target, conds, tests, prefixes: Store, evals: Store) -> None:
         block = range(lo, min(lo + args.block, n_all))
         for method, ratio in conds:
             prefix = prefixes.get(method, ratio)
-            prefix_text = prefix["text"]
+            prefix_text, text_key = prefix["text"], _digest(prefix)
             todo = [(i, kind) for i in block for kind in ("nll", "em")
                     if (kind == "nll" and i < args.n_retention) or (kind == "em" and i < args.n and (method, ratio) in em_ok)]
             done = [t for t in todo if evals.get(method, ratio, t[0], t[1]) is not None]
             todo = [t for t in todo if t not in done]
             for i, kind in list(todo):
-                same = reusable.get((_digest(prefix), i, kind))
+                same = reusable.get((text_key, i, kind))
                 if same is not None:  # the same text was evaluated under another name: copy, marked as such
                     evals.add({**same, "method": method, "ratio": ratio, "fp": prefix["fp"],
                                "copied_from": same.get("copied_from", same["method"])})
@@ -260,7 +265,7 @@ def evaluate(args, target, conds, tests, prefixes: Store, evals: Store) -> None:
                     rec.update(output=out, pred=pred, gold=gold, correct=pred == extract(gold), gen=GEN_VERSION)
                 rec["seconds"] = round(time.perf_counter() - t, 3)
                 evals.add(rec)
-                reusable[(_digest(prefix), i, kind)] = rec
+                reusable[(text_key, i, kind)] = rec
                 bar.update(1)
     bar.close()
 
