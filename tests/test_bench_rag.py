@@ -82,7 +82,8 @@ def test_judged_conditions_run_first():
 
 @pytest.mark.model
 def test_dry_run_answers_every_condition_and_resumes(tmp_path):
-    argv = ["--dry", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    data = Path(__file__).parent / "data" / "mini_nq" / "nq_conflicts_mini.jsonl"  # tests never read ../shared
+    argv = ["--dry", "--data", str(data), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
     assert bench_rag.main(argv) == 0
     report = json.loads((tmp_path / "out" / "bench_rag_dry.json").read_text())
     args = bench_rag.parse_args(argv)
