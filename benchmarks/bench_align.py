@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from lingua_compress.models import load_model
 
     pairs = toy_pairs() if args.dry else read_pairs(args.pairs)
-    train, held = split(pairs, args.holdout, args.seed)
+    # A given adapter tuned on other pairs (``--holdout 1``) is measured on every pair here.
+    train, held = ([], pairs) if args.adapter and args.holdout >= 1 else split(pairs, args.holdout, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         adapter, manifest, tune_s = _adapter(args, train, Path(tmp))
         started = time.perf_counter()
@@ -98,7 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep-adapter", type=Path, help="save the adapter tuned here (default: thrown away)")
     ap.add_argument("--model", default=None, help="base scorer (default: the embedded Gemma 3 270M)")
     ap.add_argument("--target", default="", help="target name for the manifest")
-    ap.add_argument("--holdout", type=float, default=0.2)
+    ap.add_argument("--holdout", type=float, default=0.2,
+                    help="share of the pairs held out (default 0.2); with --adapter, 1 measures on all of them")
     ap.add_argument("--ratio", type=float, default=0.2)
     ap.add_argument("--n-overlap", type=int, default=20, help="held-out prompts compressed for the overlap")
     ap.add_argument("--steps", type=int, default=None, help="tuning steps (default: 200, or 2 with --dry)")

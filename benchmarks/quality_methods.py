@@ -29,6 +29,7 @@ OURS_VARIANTS = {
 COMPRESSING = (*OURS_VARIANTS, "ours-prev", "llmlingua", "random", "truncate")
 BASELINES = ("full", "zero-shot")
 # Any other setting of ours, for ablations: "ours[context_budget_factor=1.5;conditioning=recompute]".
+# "adapter=DIR" is not a CompressionConfig field: it loads the scorer with that aligned adapter ("ours[adapter=a/]").
 _VARIANT = re.compile(r"ours\[([a-z_]+=[^;\]]+(?:;[a-z_]+=[^;\]]+)*)\]")
 # Prefixes another version of the library made ("ours-prev": the previous default), frozen by --freeze.
 FROZEN = Path(__file__).resolve().parent / "results" / "quality_frozen.json"
@@ -92,7 +93,9 @@ class Ours:
     def __init__(self, variant: str, model: str | None = None) -> None:
         from lingua_compress import CompressionConfig, Compressor
 
-        self.compressor = Compressor(model, config=CompressionConfig(**ours_settings(variant)))
+        settings = dict(ours_settings(variant) or {})
+        adapter = settings.pop("adapter", None)
+        self.compressor = Compressor(model, config=CompressionConfig(**settings), adapter=adapter)
         self.compressor.scorer  # load now: compression seconds exclude the model load, as for LLMLingua
 
     def __call__(self, demos: list[str], ratio: float, count: Count) -> str:
@@ -230,6 +233,10 @@ def fingerprint(name: str) -> str:
 
         root = Path(lingua_compress.__file__).parent
         code = "".join(p.read_text() for p in sorted(root.glob("*.py"))) + repr(ours_settings(name))
+        adapter = (ours_settings(name) or {}).get("adapter")
+        if adapter:  # the adapter's weights, not its path, decide what it compresses to
+            code += "".join(hashlib.sha1(f.read_bytes()).hexdigest() for f in sorted(Path(adapter).glob("*"))
+                            if f.is_file())
     elif name == "ours-prev":
         code = json.dumps(Frozen(name).table, sort_keys=True)
     elif name == "llmlingua":

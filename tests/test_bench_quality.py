@@ -235,3 +235,17 @@ def test_results_are_found_by_prefix_text_under_any_method_name(tmp_path):
     assert found[(_digest(same), 0, "em")]["correct"] is True
     assert (_digest(same), 1, "em") not in found
     assert found[(_digest({"text": "other text"}), 0, "nll")]["nll"] == 1.0
+
+
+def test_adapter_method_is_a_scorer_setting_and_its_weights_decide_the_fingerprint(tmp_path):
+    from quality_methods import fingerprint, known, ours_settings
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights one")
+    name = f"ours[adapter={adapter}]"
+    assert known(name) and ours_settings(name) == {"adapter": str(adapter)}
+    first = fingerprint(name)
+    assert first != fingerprint("ours")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights two")
+    assert fingerprint(name) != first
