@@ -13,12 +13,12 @@ import numpy as np
 from . import budget as B
 from .config import (
     CompressionConfig,
+    check_budget,
     check_context,
     check_prompt,
     check_prompts,
     check_ratio,
     check_target_token,
-    check_target_tokens,
 )
 from .counting import TokenCounter, first_visible, make_counter, resolve_tokenizer, token_owners
 from .errors import BudgetWarning, ConfigError
@@ -116,11 +116,7 @@ class Compressor:
                 (LongLLMLingua; see :mod:`lingua_compress.question`). None: the config's ``question_aware``.
         """
         check_prompt(prompt)
-        if (ratio is None) == (target_tokens is None):
-            raise ConfigError(f"give exactly one of ratio or target_tokens (got ratio={ratio!r}, "
-                              f"target_tokens={target_tokens!r})")
-        ratio = check_ratio(ratio) if ratio is not None else None
-        target_tokens = check_target_tokens(target_tokens) if target_tokens is not None else None
+        ratio, target_tokens = check_budget(ratio, target_tokens)
         patterns = compile_keep(keep)
         target_tokenizer = resolve_tokenizer(target_tokenizer)  # a bad name fails before the model loads
         if question_aware is not None or self.config.question_aware:

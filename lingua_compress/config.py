@@ -154,6 +154,16 @@ def check_target_tokens(target: object, name: str = "target_tokens") -> int:
     return number
 
 
+def check_budget(ratio: object, target_tokens: object) -> tuple[float | None, int | None]:
+    """Exactly one of ``ratio`` and ``target_tokens``, checked: (ratio, None) or (None, target_tokens)."""
+    if (ratio is None) == (target_tokens is None):
+        raise ConfigError(f"give exactly one of ratio or target_tokens (got ratio={ratio!r}, "
+                          f"target_tokens={target_tokens!r})")
+    if ratio is not None:
+        return check_ratio(ratio), None
+    return None, check_target_tokens(target_tokens)
+
+
 def check_prompt(prompt: object, name: str = "prompt") -> None:
     """A prompt is a str or a Prompt (its text is checked by segment(), which owns what text is accepted)."""
     if not isinstance(prompt, (str, Prompt)):

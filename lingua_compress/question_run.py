@@ -14,7 +14,7 @@ import numpy as np
 from . import budget as B
 from . import question as Q
 from .api import SALIENT_LIFT, _quotas, _Run
-from .config import CompressionConfig, _is_bool, as_real, check_prompt, check_ratio, check_target_tokens
+from .config import CompressionConfig, _is_bool, as_real, check_budget, check_prompt
 from .counting import make_counter, resolve_tokenizer
 from .errors import ConfigError
 from .prune import QuotaPicker, max_window_tokens, plan_windows
@@ -184,11 +184,7 @@ def compress_question_aware(compressor: "Compressor", config: CompressionConfig,
                             target_tokenizer: Any = None) -> Ranked:
     """Rank ``prompt``'s documents by its question, place them, and compress (see :meth:`Compressor.compress`)."""
     check_question_prompt(prompt)
-    if (ratio is None) == (target_tokens is None):
-        raise ConfigError(f"give exactly one of ratio or target_tokens (got ratio={ratio!r}, "
-                          f"target_tokens={target_tokens!r})")
-    ratio = check_ratio(ratio) if ratio is not None else None
-    target_tokens = check_target_tokens(target_tokens) if target_tokens is not None else None
+    ratio, target_tokens = check_budget(ratio, target_tokens)
     patterns = compile_keep(keep)
     target_tokenizer = resolve_tokenizer(target_tokenizer)
     started = time.perf_counter()

@@ -42,23 +42,11 @@ class Backend:
         return f"{self.device}/{self.dtype}{table} (requested {self.requested}; cpu bf16: {self.cpu_bf16})"
 
 
-@dataclass(frozen=True)
-class CompressionResult:
-    """What ``compress`` returns. ``str(result)`` is the compressed text."""
+class TokenSavings:
+    """The ratios every result derives from its ``original_tokens`` and ``compressed_tokens``."""
 
-    text: str
-    original: str
     original_tokens: int
     compressed_tokens: int
-    target_tokens: int
-    kept_spans: tuple[tuple[int, int], ...]  # character spans of ``original`` that were kept, in order
-    parts: tuple[PartStats, ...]
-    tokenizer: str  # the tokenizer the counts are in
-    timings: Timings
-    backend: Backend | None = None  # None: a custom Scorer that does not say
-
-    def __str__(self) -> str:
-        return self.text
 
     @property
     def kept_ratio(self) -> float:
@@ -75,6 +63,25 @@ class CompressionResult:
     @property
     def saved_tokens(self) -> int:
         return self.original_tokens - self.compressed_tokens
+
+
+@dataclass(frozen=True)
+class CompressionResult(TokenSavings):
+    """What ``compress`` returns. ``str(result)`` is the compressed text."""
+
+    text: str
+    original: str
+    original_tokens: int
+    compressed_tokens: int
+    target_tokens: int
+    kept_spans: tuple[tuple[int, int], ...]  # character spans of ``original`` that were kept, in order
+    parts: tuple[PartStats, ...]
+    tokenizer: str  # the tokenizer the counts are in
+    timings: Timings
+    backend: Backend | None = None  # None: a custom Scorer that does not say
+
+    def __str__(self) -> str:
+        return self.text
 
     def cost_saved(self, price_per_million_tokens: float) -> float:
         """Dollars saved on input tokens at the price you pass (no built-in price list)."""

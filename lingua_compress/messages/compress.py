@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..config import check_ratio, check_target_tokens
+from ..config import check_budget
 from ..counting import TokenCounter, make_counter, resolve_tokenizer
 from ..errors import BudgetWarning, ConfigError
 from .slots import compress_slots
@@ -63,11 +63,7 @@ def compress_messages(
     cfg = config if config is not None else MessagesConfig()
     if not isinstance(cfg, MessagesConfig):
         raise ConfigError(f"config must be a MessagesConfig, got {type(cfg).__name__}")
-    if (ratio is None) == (target_tokens is None):
-        raise ConfigError(f"give exactly one of ratio or target_tokens (got ratio={ratio!r}, "
-                          f"target_tokens={target_tokens!r})")
-    ratio = check_ratio(ratio) if ratio is not None else None
-    target_tokens = check_target_tokens(target_tokens) if target_tokens is not None else None
+    ratio, target_tokens = check_budget(ratio, target_tokens)
     checked = check_messages(messages)
     if not callable(getattr(compressor, "compress", None)):
         raise ConfigError(f"compressor must be a lingua_compress.Compressor, got {type(compressor).__name__}")

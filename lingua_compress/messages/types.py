@@ -12,6 +12,7 @@ import numpy as np
 
 from ..config import as_integral, as_real
 from ..errors import ConfigError
+from ..result import TokenSavings
 from ..segment import compile_keep
 
 
@@ -110,7 +111,7 @@ class MessageStats:
 
 
 @dataclass(frozen=True)
-class MessagesResult:
+class MessagesResult(TokenSavings):
     """What :func:`compress_messages` returns: the messages in the caller's shape, and the counts achieved.
 
     ``target_tokens`` is the budget asked for; ``compressed_tokens`` what was reached. They differ when the parts
@@ -124,22 +125,6 @@ class MessagesResult:
     target_tokens: int
     per_message: tuple[MessageStats, ...]
     tokenizer: str  # the tokenizer the counts are in
-
-    @property
-    def kept_ratio(self) -> float:
-        """Kept tokens / original tokens (1.0 when there was no text)."""
-        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
-
-    @property
-    def compression(self) -> float:
-        """Original tokens / kept tokens, e.g. 4.0 for 4x (inf if nothing was kept)."""
-        if self.compressed_tokens == 0:
-            return 1.0 if self.original_tokens == 0 else math.inf
-        return self.original_tokens / self.compressed_tokens
-
-    @property
-    def saved_tokens(self) -> int:
-        return self.original_tokens - self.compressed_tokens
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with the derived ratios included."""
