@@ -1,7 +1,8 @@
 """Batch prompting on top of the compressor: many questions per call after one shared, compressed prefix.
 
 Pipeline: group (which samples share a call) -> pack (shared prefix compressed once, one prompt per batch) ->
-call the target LLM -> parse (answers by index, never by position) -> re-ask failures -> cost report.
+call the target LLM -> parse (answers by index, never by position) -> optionally vote over permuted rounds ->
+re-ask failures -> cost report.
 """
 
 from .cost import CostReport, Prices
@@ -10,6 +11,7 @@ from .pack import build_batch, build_prefix, clear_prefix_cache
 from .parse import parse_completion
 from .runner import BatchConfig, RunResult, run_batched
 from .types import GSM8K_PATTERN, STATUSES, Batch, BatchFormat, ItemResult, ParsedBatch, Sample, SharedPrefix
+from .vote import ItemVotes
 
 __all__ = [
     "GSM8K_PATTERN",
@@ -20,6 +22,7 @@ __all__ = [
     "CostReport",
     "Group",
     "ItemResult",
+    "ItemVotes",
     "MiniLMEmbedder",
     "ParsedBatch",
     "Prices",

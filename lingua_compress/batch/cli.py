@@ -22,6 +22,7 @@ from .answers import check_paths, id_value, jsonl_rows, load_answers, rewrite_an
 from .cost import CostReport, Prices
 from .runner import BatchConfig, run_batched
 from .types import GSM8K_PATTERN, BatchFormat, ItemResult, Sample
+from .vote import ItemVotes
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_API = 0, 1, 2, 3
 _CALC = re.compile(r"<<[^>]*>>")
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens-per-item", type=int, default=256)
     p.add_argument("--max-retries", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--votes", type=int, default=1, metavar="P",
+                   help="ask each batch in up to P seeded permutations and keep each question's majority answer")
+    p.add_argument("--vote-agree", type=int, metavar="N",
+                   help="with --votes: retire a question once N of its answers agree (default: once the rounds "
+                        "left cannot change its vote)")
     p.add_argument("--chunk", type=int, default=32, help="questions per checkpoint written to the output")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--base-url", help="OpenAI-compatible API, e.g. https://api.openai.com/v1")
@@ -100,9 +106,12 @@ def _resume(path: Path, samples: Sequence[Sample]) -> tuple[set[str], list[Sampl
     return done, [s for s in samples if s.id not in done]
 
 
-def _row(r: ItemResult) -> dict[str, Any]:
-    return {"id": id_value(r.id), "status": r.status, "answer": r.final, "text": r.answer, "note": r.note,
-            "attempts": r.attempts}
+def _row(r: ItemResult, votes: ItemVotes | None = None) -> dict[str, Any]:
+    row = {"id": id_value(r.id), "status": r.status, "answer": r.final, "text": r.answer, "note": r.note,
+           "attempts": r.attempts}
+    if votes is not None:
+        row["votes"] = list(votes.answers)
+    return row
 
 
 def _target(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -130,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     pattern = args.answer_pattern or (GSM8K_PATTERN if args.gsm8k else None)
     fmt = BatchFormat(style=style, answer_pattern=pattern)
     config = BatchConfig(batch_size=args.batch_size, group=args.group, seed=args.seed, ratio=args.ratio,
-                         max_tokens_per_item=args.max_tokens_per_item, max_retries=args.max_retries)
+                         max_tokens_per_item=args.max_tokens_per_item, max_retries=args.max_retries,
+                         votes=args.votes, vote_agree=args.vote_agree)
     prices = Prices(args.price_in, args.price_out) if args.price_in is not None and args.price_out is not None else None
     done, todo = _resume(args.output, samples)
     llm, compressor = _target(args) if todo else (None, None)
@@ -144,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             res = run_batched(todo[lo : lo + step], llm, demos=demos, instruction=args.instruction, config=config,
                               fmt=fmt, compressor=compressor, prices=prices, progress=bar.update)
             for r in res.items.values():
-                out.write(to_json_line(_row(r)) + "\n")
+                out.write(to_json_line(_row(r, res.votes.get(r.id))) + "\n")
                 statuses[r.status] = statuses.get(r.status, 0) + 1
                 if r.call_error is not None:
                     call_errors.append(r.call_error)

@@ -15,6 +15,7 @@ from .group import STRATEGIES, Embed, Group, make_groups
 from .pack import build_batch, build_prefix, prompt_text
 from .parse import parse_completion
 from .types import STATUSES, Batch, BatchFormat, ItemResult, Sample, SharedPrefix, check_samples
+from .vote import ItemVotes, memo_embedder, run_votes
 
 RETRY_DEFAULT = tuple(s for s in STATUSES if s != "ok")
 
@@ -34,6 +35,10 @@ class BatchConfig:
         max_retries: rounds of re-asking items whose status is in ``retry_statuses``.
         retry_batch_size: batch size of re-asks; default half the batch size (at least 1).
         concurrency: calls in flight; default the client's ``max_concurrency``.
+        votes: permutation voting (BatchPrompt): ask each batch in up to this many seeded permutations of its
+            items and keep each item's majority answer (ties: the earliest); 1 asks once. See :mod:`.vote`.
+        vote_agree: also retire an item once this many of its answers agree (saves calls, may change the
+            outcome); None retires an item only once the rounds left cannot change its vote.
     """
 
     batch_size: int = 4
@@ -47,6 +52,8 @@ class BatchConfig:
     retry_statuses: tuple[str, ...] = RETRY_DEFAULT
     temperature: float = 0.0
     concurrency: int | None = None
+    votes: int = 1
+    vote_agree: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_tokens_per_item"):
@@ -64,16 +71,28 @@ class BatchConfig:
         bad = [s for s in self.retry_statuses if s not in STATUSES]
         if bad:
             raise ConfigError(f"retry_statuses has {bad}; accepted: {STATUSES}")
+        if isinstance(self.votes, bool) or not isinstance(self.votes, int) or self.votes < 1:
+            raise ConfigError(f"votes={self.votes!r} must be an int >= 1: the most permutations each batch is "
+                              f"asked in (1: no voting)")
+        agree = self.vote_agree
+        if agree is not None and (isinstance(agree, bool) or not isinstance(agree, int)
+                                  or not 1 <= agree <= self.votes):
+            raise ConfigError(f"vote_agree={agree!r} must be None (retire an item once its vote is decided) or an "
+                              f"int from 1 to votes={self.votes}")
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """Per-id results (in sample order), the cost report and the prefix every call shared."""
+    """Per-id results (in sample order), the cost report and the prefix every call shared. With voting,
+    ``votes`` holds each id's rounds and ``round_calls`` the calls of each round (re-asks after the vote are
+    ``cost.retry_calls``; ``cost.calls`` counts every call)."""
 
     items: Mapping[str, ItemResult]
     cost: CostReport
     prefix: SharedPrefix
     extra: tuple[str, ...] = field(default_factory=tuple)
+    votes: Mapping[str, ItemVotes] = field(default_factory=dict)
+    round_calls: tuple[int, ...] = ()
 
     @property
     def answers(self) -> dict[str, str | None]:
@@ -201,8 +220,13 @@ def run_batched(
     prefix = build_prefix(instruction, demos, fmt, block_size=config.demo_block_size or config.batch_size,
                           ratio=config.ratio, compressor=compressor, count_tokens=count)
     run = _Run(samples, llm, prefix, config, count, progress)
+    if config.votes > 1 and config.group == "similarity":
+        embed = memo_embedder(embed)  # each round regroups by similarity: embed every question once
     groups = make_groups(samples, config.batch_size, config.group, seed=config.seed, embed=embed)
     results = {r.id: r for r in run.run_groups(groups)}
+    votes, round_calls = {}, (len(groups),)
+    if config.votes > 1:
+        results, votes, round_calls = run_votes(samples, groups, results, run.run_groups, config, embed)
     first_calls = run.tally.calls
     retry_size = config.retry_batch_size or max(1, config.batch_size // 2)
     for attempt in range(2, config.max_retries + 2):
@@ -219,7 +243,8 @@ def run_batched(
     run.tally.retry_calls = run.tally.calls - first_calls
     cost = _report(samples, demos, instruction, fmt, prefix, run, count, tok_name, prices)
     ordered = {s.id: results[s.id] for s in samples}
-    return RunResult(ordered, cost, prefix, tuple(run.extra))
+    return RunResult(ordered, cost, prefix, tuple(run.extra), {s.id: votes[s.id] for s in samples if s.id in votes},
+                     round_calls)
 
 
 def _counter(count_tokens: Callable[[str], int] | None, llm: Any) -> tuple[Callable[[str], int], str]:
