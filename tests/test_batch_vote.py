@@ -227,5 +227,15 @@ def test_cli_votes_round_trip(tmp_path, capsys, arithmetic_server):
     assert json.loads(capsys.readouterr().out)["cost"]["calls"] == len(calls) == 6
 
 
+def test_one_by_one_greedy_reasks_only_failed_calls():
+    # K = 1 at temperature 0: the re-ask prompt is identical, so only a failed call is asked again.
+    samples = items(3)
+    res = run(samples, Scripted(lambda q, s, seen: None if q == 1 else str(q)), batch_size=1, max_retries=2)
+    assert res.items["id1"].status == "missing" and res.cost.calls == 3 and res.cost.retry_calls == 0
+    res = run(samples, Scripted(lambda q, s, seen: None if q == 1 else str(q)), batch_size=1, max_retries=1,
+              temperature=0.7)
+    assert res.cost.retry_calls == 1
+
+
 def test_item_votes_rounds():
     assert ItemVotes(("1", None), "1", 1, True).rounds == 2

@@ -229,8 +229,12 @@ def run_batched(
         results, votes, round_calls = run_votes(samples, groups, results, run.run_groups, config, embed)
     first_calls = run.tally.calls
     retry_size = config.retry_batch_size or max(1, config.batch_size // 2)
+    # One by one at temperature 0, a re-ask sends the very same prompt and gets the very same reply: only a failed
+    # call is worth asking again then.
+    same_prompt = config.batch_size == 1 and retry_size == 1 and config.temperature == 0
     for attempt in range(2, config.max_retries + 2):
-        failed = [s for s in samples if results[s.id].status in config.retry_statuses]
+        failed = [s for s in samples if results[s.id].status in config.retry_statuses
+                  and not (same_prompt and results[s.id].call_error is None)]
         if not failed:
             break
         retry = make_groups(failed, retry_size, "sequential")
