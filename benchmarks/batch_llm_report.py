@@ -104,7 +104,8 @@ def markdown(result: dict) -> str:
                      f"{share} | "
                      f"{r['completion_tokens_per_q']} | {r['calls_per_q']} | {r['seconds_per_q']} | {st} |")
     lines += ["", "Paired differences with the condition one setting away:", "",
-              "| condition | vs | n | Δ points [95 % CI] | McNemar p | prompt tokens × |", "|---|---|---|---|---|---|"]
+              "| condition | vs | n | Δ points [95 % CI] | McNemar p | prompt tokens × |",
+              "|---|---|---|---|---|---|"]
     for d in result["paired"]:
         if not d["why"].startswith("K=1"):
             lines.append(f"| {d['condition']} | {d['vs']} ({d['why']}) | {d['n']} | {100 * d['diff']:+.1f} "

@@ -12,9 +12,11 @@ through ``run_batched`` with chat completions and the model's ChatML template: t
 hosted API. 12 GSM8K train demonstrations (regrouped into blocks of the batch size, Cheng et al.), the first
 ``--n`` test questions. Conditions: K in {1, 2, 3, 4, 6}; plain indexed batches vs Auto-Demo (the model repeats each
 question first); grouping sequential vs similarity vs Auto-Demo kNN; demonstrations uncompressed vs compressed once
-at 0.3; permutation voting. Questions run in blocks (``--block``, a multiple of every K), every condition on a block
-before the next, so a stopped run is paired; similarity and kNN groups are formed within a block, so a larger
-``--n`` never changes the groups of earlier blocks. One record per (condition, question) is appended to
+at 0.3; permutation voting. Questions run in blocks (``--block``, a multiple of every K); similarity and kNN
+groups are formed within a block, so a larger ``--n`` never changes the groups of earlier blocks. By default each
+condition runs over all blocks in turn (the server reuses the KV cache of the shared demonstration prefix, so it
+is evaluated once per condition); ``--order block`` runs every condition on a block before the next. Comparisons
+are paired on the questions both sides have finished. One record per (condition, question) is appended to
 ``results/quality_work/batch-<digest>/records.jsonl``; a killed run continues where it stopped.
 """
 
@@ -108,6 +110,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-tokens-per-item", type=int, default=256)
     ap.add_argument("--max-retries", type=int, default=1, help="re-asks of failed items (smaller batches)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--order", choices=("condition", "block"), default="condition",
+                    help="condition: each condition over all blocks (its demonstration prefix is evaluated once); "
+                         "block: every condition on a block before the next (a stopped run is paired sooner, but "
+                         "each switch re-evaluates a ~2k-token prefix)")
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     ap.add_argument("--n-ctx", type=int, default=8192,
                     help="context (K = 6 Auto-Demo with 12 demonstrations needs ~6k with its output budget)")
@@ -300,7 +306,8 @@ def check_accounted(res, block: list) -> None:
 
     ids = [s.id for s in block]
     if list(res.items) != ids or any(r.id != i or r.status not in STATUSES for i, r in res.items.items()):
-        raise RuntimeError(f"ids not accounted for: sent {ids}, got {[(i, r.id, r.status) for i, r in res.items.items()]}")
+        got = [(i, r.id, r.status) for i, r in res.items.items()]
+        raise RuntimeError(f"ids not accounted for: sent {ids}, got {got}")
 
 
 def pending(conds: list[Cond], parts: list[list], store: Store, embedder: str) -> list[tuple[int, Cond]]:
@@ -310,7 +317,7 @@ def pending(conds: list[Cond], parts: list[list], store: Store, embedder: str) -
 
 
 def evaluate(args: argparse.Namespace, samples, demos, gold, store: Store, work: Path) -> None:
-    """Every (block, condition) without records, block by block: a run stopped early is paired on its blocks."""
+    """Every (block, condition) without records, in --order; records are appended block by block."""
     from tqdm import tqdm
 
     from lingua_compress.llm import OpenAIClient
@@ -321,6 +328,9 @@ def evaluate(args: argparse.Namespace, samples, demos, gold, store: Store, work:
     todo = pending(args.conds, parts, store, embedder)
     if not todo:
         return
+    if args.order == "condition":
+        rank = {c.name: k for k, c in enumerate(args.conds)}
+        todo.sort(key=lambda t: (rank[t[1].name], t[0]))
     kit = tools(args, [c for _, c in todo])
     port = free_port()
     with serve(server_command(args, port, work, gold, samples), port, work / "server.log") as url, \
