@@ -235,6 +235,8 @@ def test_one_by_one_greedy_reasks_only_failed_calls():
     res = run(samples, Scripted(lambda q, s, seen: None if q == 1 else str(q)), batch_size=1, max_retries=1,
               temperature=0.7)
     assert res.cost.retry_calls == 1
+    res = run(samples, Scripted(lambda q, s, seen: str(q)), batch_size=1, votes=3)  # nothing to permute
+    assert res.round_calls == (3,) and all(v.rounds == 1 and v.retired_early for v in res.votes.values())
 
 
 def test_item_votes_rounds():

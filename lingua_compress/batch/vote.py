@@ -157,7 +157,9 @@ def run_votes(samples: Sequence[Sample], first_groups: Sequence[Group], first: d
     of each round."""
     history = {s.id: [first[s.id]] for s in samples}
     calls = [len(first_groups)]
-    for rnd in range(2, cfg.votes + 1):
+    # One by one at temperature 0 every permutation is the same prompt with the same reply: one round says it all.
+    last = 1 if cfg.batch_size == 1 and cfg.temperature == 0 else cfg.votes
+    for rnd in range(2, last + 1):
         active = [s for s in samples if not retired([_key(r) for r in history[s.id]], cfg.votes, cfg.vote_agree)]
         if not active:
             break
