@@ -69,13 +69,14 @@ def _tests(rows: list[dict]) -> None:
 
 
 def _compare(rows: list[dict]) -> None:
-    """Paired differences of each "ours" row against COMPARE, each on the questions both sides finished."""
+    """Paired differences of each "ours" row against COMPARE (and of each variant of ours against the default,
+    "ours"), each on the questions both sides finished."""
     by = {(r["method"], r["ratio"]): r for r in rows}
     full, zero = by.get(("full", 1.0)), by.get(("zero-shot", 0.0))
     for r in rows:
         if not r["method"].startswith("ours") or r["method"] == "ours-prev":
             continue
-        for other in COMPARE:
+        for other in COMPARE + (("ours",) if r["method"] != "ours" else ()):
             o = by.get((other, 1.0 if other == "full" else r["ratio"]))
             if o is None or o is r:
                 continue
