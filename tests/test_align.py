@@ -377,3 +377,11 @@ def test_bench_align_dry_runs_on_the_tiny_model(tiny_dir, tmp_path, monkeypatch,
     assert result["mode"] == "dry" and result["manifest"]["steps"] == 2
     assert result["perplexity"]["before"]["tokens"] == result["perplexity"]["after"]["tokens"] > 0
     assert 0.0 <= result["overlap"]["mean"] <= 1.0 and result["pairs"]["heldout"] == 2
+    # An adapter tuned elsewhere is measured on every pair given (--holdout 1), none spent on training.
+    kept = tmp_path / "kept"
+    assert bench.main(["--dry", "--model", tiny_dir, "--device", "cpu", "--keep-adapter", str(kept),
+                       "--out", str(tmp_path / "c.json")]) == 0
+    assert bench.main(["--dry", "--model", tiny_dir, "--device", "cpu", "--adapter", str(kept), "--holdout", "1",
+                       "--out", str(tmp_path / "d.json")]) == 0
+    again = json.loads((tmp_path / "d.json").read_text())
+    assert again["pairs"] == {"train": 0, "heldout": 10} and again["seconds"]["tune"] == 0.0
