@@ -234,7 +234,7 @@ def fingerprint(name: str) -> str:
         root = Path(lingua_compress.__file__).parent
         code = "".join(p.read_text() for p in sorted(root.glob("*.py"))) + repr(ours_settings(name))
         adapter = (ours_settings(name) or {}).get("adapter")
-        if adapter:  # the adapter's weights, not its path, decide what it compresses to
+        if adapter:  # its files too, not just its path: an adapter retuned in the same folder is measured anew
             code += "".join(hashlib.sha1(f.read_bytes()).hexdigest() for f in sorted(Path(adapter).glob("*"))
                             if f.is_file())
     elif name == "ours-prev":
