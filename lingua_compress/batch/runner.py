@@ -55,6 +55,11 @@ class BatchConfig:
     votes: int = 1
     vote_agree: int | None = None
 
+    @property
+    def repeats_itself(self) -> bool:
+        """One question a call, greedy: asking again sends the same prompt and gets the same reply."""
+        return self.batch_size == 1 and self.temperature == 0
+
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_tokens_per_item"):
             value = getattr(self, name)
@@ -231,7 +236,7 @@ def run_batched(
     retry_size = config.retry_batch_size or max(1, config.batch_size // 2)
     # One by one at temperature 0, a re-ask sends the very same prompt and gets the very same reply: only a failed
     # call is worth asking again then.
-    same_prompt = config.batch_size == 1 and retry_size == 1 and config.temperature == 0
+    same_prompt = config.repeats_itself and retry_size == 1
     for attempt in range(2, config.max_retries + 2):
         failed = [s for s in samples if results[s.id].status in config.retry_statuses
                   and not (same_prompt and results[s.id].call_error is None)]

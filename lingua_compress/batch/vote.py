@@ -158,7 +158,7 @@ def run_votes(samples: Sequence[Sample], first_groups: Sequence[Group], first: d
     history = {s.id: [first[s.id]] for s in samples}
     calls = [len(first_groups)]
     # One by one at temperature 0 every permutation is the same prompt with the same reply: one round says it all.
-    last = 1 if cfg.batch_size == 1 and cfg.temperature == 0 else cfg.votes
+    last = 1 if cfg.repeats_itself else cfg.votes
     for rnd in range(2, last + 1):
         active = [s for s in samples if not retired([_key(r) for r in history[s.id]], cfg.votes, cfg.vote_agree)]
         if not active:
