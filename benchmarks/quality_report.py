@@ -95,6 +95,16 @@ def _compare(rows: list[dict]) -> None:
                 r.setdefault("vs", {})[other] = out
 
 
+def _p(p: Any) -> str:
+    """A McNemar p as printed: rounded to 4 places, so a tiny one would read as 0.0."""
+    return "< 0.001" if isinstance(p, float) and p < 0.001 else str(p)
+
+
+def _p_clause(p: Any) -> str:
+    text = _p(p)
+    return f"p {text}" if text.startswith("<") else f"p={text}"
+
+
 def _fmt(x: Any, pct: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -116,8 +126,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"{100 * r['accuracy']:.1f} % ({r['correct']}/{r['em_n']}) [{100 * r['acc_ci'][0]:.0f}–{100 * r['acc_ci'][1]:.0f}]")
         ret = "–" if "retention" not in r else (
             f"{100 * r['retention']:.1f} % [{100 * r['ci_low']:.0f}–{100 * r['ci_high']:.0f}]")
-        p_full = r.get("mcnemar_vs_full", {}).get("p", "–")
-        p_ll = r.get("mcnemar_vs_llmlingua", {}).get("p", "–")
+        p_full = _p(r.get("mcnemar_vs_full", {}).get("p", "–"))
+        p_ll = _p(r.get("mcnemar_vs_llmlingua", {}).get("p", "–"))
         lines.append(f"| {r['method']} | {r['ratio']} | {_fmt(r['achieved'])} | {_fmt(r['compress_s'])} | {acc} | "
                      f"{p_full} | {p_ll} | {ret} |")
     return "\n".join(lines + _paired_table(rows)) + "\n"
@@ -135,7 +145,7 @@ def _paired_table(rows: list[dict]) -> list[str]:
              "also with its McNemar p). A \"!\" marks a comparison where retention and exact match disagree in sign.",
              "", "| method | ratio | vs | Δ exact match (n, p) | Δ retention (n) | |", "|---|---|---|---|---|---|"]
     for r, other, d in pairs:
-        em = f"{_pp(d['em'])} ({d['em']['n']}, p={d['em']['p']})" if "em" in d else "–"
+        em = f"{_pp(d['em'])} ({d['em']['n']}, {_p_clause(d['em']['p'])})" if "em" in d else "–"
         ret = f"{_pp(d['ret'])} ({d['ret']['n']})" if "ret" in d else "–"
         lines.append(f"| {r['method']} | {r['ratio']} | {other} | {em} | {ret} | {'!' if d.get('disagree') else ''} |")
     return lines
@@ -162,8 +172,13 @@ def plot(rows: list[dict], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "accuracy", "exact match"), (axes[1], "retention", "gold-NLL retention")):
+    # Only the measures this run has: an exact-match-only run (--n-retention 0) gets one panel, not an empty one.
+    panels = [(key, label) for key, label in (("accuracy", "exact match"), ("retention", "gold-NLL retention"))
+              if any(key in r for r in rows)]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
         for method in dict.fromkeys(r["method"] for r in rows):
             pts = sorted((r["achieved"], r[key]) for r in rows if r["method"] == method and key in r
                          and r["achieved"] is not None)
