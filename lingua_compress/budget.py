@@ -82,6 +82,10 @@ def select_contexts(
     return _part_mask(seg, ctx_parts, keep)
 
 
+# The least share of a fill's first and last sentences the slack must pay for (see fill_contexts).
+FILL_MIN_SHARE = 0.5
+
+
 def fill_contexts(
     seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, alive: np.ndarray, budget: float,
     part_scores: np.ndarray | None = None,
@@ -105,7 +109,10 @@ def fill_contexts(
     for p in np.asarray(ctx_parts)[np.argsort(-part_score, kind="stable")]:
         units = (seg.unit_part == p) & ~alive
         sents = np.unique(seg.unit_sentence[units])
-        if len(sents) == 0:
+        # A fill adds at least the part's first and last sentences; a slack far smaller would leave, after the
+        # token pass, a fragment such as "Q: The following paragraphs each\nSo the answer is (A)." - an answer
+        # with nothing before it, which the target copies (BBH at 0.3: the kept exemplar was thinned to pay for it).
+        if len(sents) == 0 or slack < FILL_MIN_SHARE * sent_cost[[sents[0], sents[-1]]].sum():
             continue
         for s in sents:
             out |= units & (seg.unit_sentence == s)

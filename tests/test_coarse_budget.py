@@ -91,6 +91,22 @@ def test_fill_adds_nothing_when_the_kept_parts_reach_the_budget():
     assert not fill.any()
 
 
+def test_a_slack_too_small_for_a_fill_adds_no_fragment():
+    """A slack worth a few words must not open a dropped part: the token pass would cut its first sentence and its
+    answer line to "Question: Farmer\nThe answer is 13", an answer with nothing before it, paid for by thinning
+    the kept part. Slack of half the first and last sentences' cost or more still fills."""
+    seg = segment(Prompt(demonstrations=DEMOS[:3]), [], protect_defaults=True)
+    costs = np.ones(seg.n_units)
+    scores = np.zeros(seg.n_units)
+    scores[seg.unit_part == 1] = 5.0
+    alive = seg.unit_part == 0
+    sents = np.unique(seg.unit_sentence[seg.unit_part == 1])
+    least = sum(costs[seg.unit_sentence == s].sum() for s in (sents[0], sents[-1]))
+    for slack in (0.4, 1.0, B.FILL_MIN_SHARE * least - 0.5):
+        assert not B.fill_contexts(seg, costs, scores, alive, alive.sum() + slack).any(), slack
+    assert B.fill_contexts(seg, costs, scores, alive, alive.sum() + B.FILL_MIN_SHARE * least).any()
+
+
 def test_a_sentence_of_protected_words_only_is_never_filtered():
     seg = segment(Prompt(demonstrations=["Tom has 3 apples and eats some of them slowly.\n3 + 4 = 7\n"
                                          "Nothing else happens in this story at all.\nThe answer is 7"]),
