@@ -14,6 +14,8 @@ from .config import CompressionConfig
 from .segment import PART_KINDS, Segmented
 
 INSTRUCTION, CONTEXT, QUESTION = (PART_KINDS.index(k) for k in ("instruction", "context", "question"))
+# The least share of a fill's first and last sentences that the slack must pay for (see fill_contexts).
+FILL_MIN_SHARE = 0.5
 
 
 def split_budget(kind_cost: np.ndarray, target: float, config: CompressionConfig) -> np.ndarray:
@@ -82,10 +84,6 @@ def select_contexts(
     return _part_mask(seg, ctx_parts, keep)
 
 
-# The least share of a fill's first and last sentences the slack must pay for (see fill_contexts).
-FILL_MIN_SHARE = 0.5
-
-
 def fill_contexts(
     seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, alive: np.ndarray, budget: float,
     part_scores: np.ndarray | None = None,
@@ -97,7 +95,9 @@ def fill_contexts(
 
     Protected words make a part dear in coarse cost, so the parts kept can cost less than the budget; the token
     pass could not spend the rest, and the exact-count correction would make it up with single words scattered
-    over the dropped parts.
+    over the dropped parts. A part is opened only when the slack pays for at least ``FILL_MIN_SHARE`` of its first
+    and last sentences; a smaller slack stays unspent (within the count tolerance, or left to the exact-count
+    correction).
     """
     ctx_parts, part_cost, part_score = _context_parts(seg, costs, unit_scores, part_scores)
     is_ctx = seg.part_kinds() == CONTEXT
