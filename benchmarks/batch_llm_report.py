@@ -76,8 +76,12 @@ def paired(cond, other, why: str, ids: list[str], store) -> dict:
     b = [bool(store.get(other.name, i)["correct"]) for i in both]
     pa = sum(store.get(cond.name, i)["prompt_tokens"] for i in both)
     pb = sum(store.get(other.name, i)["prompt_tokens"] for i in both)
+    # Lenient too: K = 1 drops 'The answer is' more often than batches do, so strict accuracy alone mixes format
+    # failures into the cost of batching.
+    la = [bool(store.get(cond.name, i)["lenient"]) for i in both]
+    lb = [bool(store.get(other.name, i)["lenient"]) for i in both]
     return {"condition": cond.name, "vs": other.name, "why": why, **accuracy_diff(a, b),
-            "prompt_tokens_ratio": round(pa / pb, 4) if pb else None}
+            "lenient": accuracy_diff(la, lb), "prompt_tokens_ratio": round(pa / pb, 4) if pb else None}
 
 
 def _pct(x: float | None) -> str:
@@ -91,23 +95,28 @@ def markdown(result: dict) -> str:
              f"points, paired bootstrap 95 % interval and exact McNemar p; lenient: also right by the last number "
              f"of an answer that missed 'The answer is N' (a format failure, not a wrong one); tokens from the "
              f"server's usage.", "",
-             "| condition | n | accuracy [95 % CI] | Δ vs K=1 [CI], p | lenient | prompt tok/q | × K=1 | "
-             "completion tok/q | calls/q | s/q | statuses |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| condition | n | accuracy [95 % CI] | Δ vs K=1 [CI], p | lenient | Δ lenient vs K=1 [CI] | prompt tok/q | "
+             "× K=1 | completion tok/q | calls/q | s/q | statuses |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {d["condition"]: d for d in result["paired"] if d["why"].startswith("K=1")}
     for r in result["rows"]:
+        if not r["n"]:  # a partial run: say so rather than print NaNs
+            lines.append(f"| {r['condition']} | 0 | pending |" + " |" * 9)
+            continue
         d = base.get(r["condition"])
         delta = f"{100 * d['diff']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}], p={d['p']}" if d else ""
+        ld = d.get("lenient") if d else None
+        ldelta = f"{100 * ld['diff']:+.1f} [{100 * ld['ci_low']:+.1f}, {100 * ld['ci_high']:+.1f}]" if ld else ""
         st = ", ".join(f"{k} {v}" for k, v in r["statuses"].items() if v)
         share = d["prompt_tokens_ratio"] if d else ""
         lines.append(f"| {r['condition']} | {r['n']} | {_pct(r['accuracy'])} [{_pct(r['ci_low'])}, "
-                     f"{_pct(r['ci_high'])}] | {delta} | {_pct(r['lenient_accuracy'])} | {r['prompt_tokens_per_q']} | "
+                     f"{_pct(r['ci_high'])}] | {delta} | {_pct(r['lenient_accuracy'])} | {ldelta} | {r['prompt_tokens_per_q']} | "
                      f"{share} | "
                      f"{r['completion_tokens_per_q']} | {r['calls_per_q']} | {r['seconds_per_q']} | {st} |")
     lines += ["", "Paired differences with the condition one setting away:", "",
               "| condition | vs | n | Δ points [95 % CI] | McNemar p | prompt tokens × |",
               "|---|---|---|---|---|---|"]
     for d in result["paired"]:
-        if not d["why"].startswith("K=1"):
+        if d["n"] and not d["why"].startswith("K=1"):
             lines.append(f"| {d['condition']} | {d['vs']} ({d['why']}) | {d['n']} | {100 * d['diff']:+.1f} "
                          f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}] | {d['p']} | "
                          f"{d['prompt_tokens_ratio']} |")
