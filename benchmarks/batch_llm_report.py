@@ -84,6 +84,11 @@ def paired(cond, other, why: str, ids: list[str], store) -> dict:
             "lenient": accuracy_diff(la, lb), "prompt_tokens_ratio": round(pa / pb, 4) if pb else None}
 
 
+def _diff(d: dict) -> str:
+    """A paired difference in points with its interval."""
+    return f"{100 * d['diff']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
@@ -103,9 +108,8 @@ def markdown(result: dict) -> str:
             lines.append(f"| {r['condition']} | 0 | pending |" + " |" * 9)
             continue
         d = base.get(r["condition"])
-        delta = f"{100 * d['diff']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}], p={d['p']}" if d else ""
-        ld = d.get("lenient") if d else None
-        ldelta = f"{100 * ld['diff']:+.1f} [{100 * ld['ci_low']:+.1f}, {100 * ld['ci_high']:+.1f}]" if ld else ""
+        delta = f"{_diff(d)}, p={d['p']}" if d else ""
+        ldelta = _diff(d["lenient"]) if d else ""
         st = ", ".join(f"{k} {v}" for k, v in r["statuses"].items() if v)
         share = d["prompt_tokens_ratio"] if d else ""
         lines.append(f"| {r['condition']} | {r['n']} | {_pct(r['accuracy'])} [{_pct(r['ci_low'])}, "
@@ -117,8 +121,7 @@ def markdown(result: dict) -> str:
               "|---|---|---|---|---|---|"]
     for d in result["paired"]:
         if d["n"] and not d["why"].startswith("K=1"):
-            lines.append(f"| {d['condition']} | {d['vs']} ({d['why']}) | {d['n']} | {100 * d['diff']:+.1f} "
-                         f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}] | {d['p']} | "
+            lines.append(f"| {d['condition']} | {d['vs']} ({d['why']}) | {d['n']} | {_diff(d)} | {d['p']} | "
                          f"{d['prompt_tokens_ratio']} |")
     acc = result["accounting"]
     lines += ["", f"Ids: {acc['records']} records over {acc['conditions']} conditions; lost {acc['lost']}, "

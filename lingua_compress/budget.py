@@ -112,7 +112,7 @@ def fill_contexts(
         # A fill adds at least the part's first and last sentences; a slack far smaller would leave, after the
         # token pass, a fragment such as "Q: The following paragraphs each\nSo the answer is (A)." - an answer
         # with nothing before it, which the target copies (BBH at 0.3: the kept exemplar was thinned to pay for it).
-        if len(sents) == 0 or slack < FILL_MIN_SHARE * sent_cost[[sents[0], sents[-1]]].sum():
+        if len(sents) == 0 or slack < FILL_MIN_SHARE * sent_cost[np.unique(sents[[0, -1]])].sum():
             continue
         for s in sents:
             out |= units & (seg.unit_sentence == s)
