@@ -34,7 +34,7 @@ def condition_row(cond, ids: list[str], store, questions: dict[str, str], block:
     statuses = Counter(r["status"] for r in have)
     row = {
         "condition": cond.name, "k": cond.k, "style": cond.style, "group": cond.group,
-        "demos": "full" if cond.ratio is None else cond.ratio, "votes": cond.votes, "n": len(have),
+        "demos": "full" if cond.ratio is None else cond.ratio, "drop_blocks": cond.blocks, "votes": cond.votes, "n": len(have),
         "correct": correct, "accuracy": round(correct / len(have), 4) if have else None,
         "ci_low": round(lo, 4) if have else None, "ci_high": round(hi, 4) if have else None,
         "lenient_accuracy": round(sum(bool(r.get("lenient")) for r in have) / len(have), 4) if have else None,
@@ -63,8 +63,10 @@ def neighbours(cond, names: set[str]) -> list[tuple[object, str]]:
         pairs.append((replace(cond, votes=1), "same without voting"))
     if cond.style == "auto_demo":
         pairs.append((replace(cond, style="indexed"), "plain indexed batches"))
+    if cond.blocks:
+        pairs.append((replace(cond, blocks=False), "compressed keeping every block"))
     if cond.ratio is not None:
-        pairs.append((replace(cond, ratio=None), "uncompressed demonstrations"))
+        pairs.append((replace(cond, ratio=None, blocks=False), "uncompressed demonstrations"))
     if cond.group != "sequential":
         pairs.append((replace(cond, group="sequential"), "sequential grouping"))
     return [(o, why) for o, why in pairs if o.name in names and o.name != cond.name]

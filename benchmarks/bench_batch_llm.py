@@ -59,21 +59,23 @@ class Cond:
     group: str = "sequential"
     ratio: float | None = None
     votes: int = 1
+    blocks: bool = False  # compression may drop whole demonstration blocks (BatchConfig.drop_blocks)
 
     @property
     def name(self) -> str:
-        demos = "full" if self.ratio is None else f"c{self.ratio:g}"
+        demos = "full" if self.ratio is None else f"c{self.ratio:g}" + ("-blocks" if self.blocks else "")
         return f"k{self.k}-{self.style}-{GROUPS[self.group]}-{demos}" + (f"-v{self.votes}" if self.votes > 1 else "")
 
     @property
     def baseline(self) -> "Cond":
         """K = 1, one by one, with the same demonstrations."""
-        return Cond(1, ratio=self.ratio)
+        return Cond(1, ratio=self.ratio, blocks=self.blocks)
 
 
 def grid(ratio: float, votes: int) -> list[Cond]:
     out = [Cond(1), Cond(1, ratio=ratio)]
     out += [Cond(k, s, "sequential", r) for r in (None, ratio) for k in (2, 3, 4, 6) for s in STYLES]
+    out += [Cond(k, "indexed", ratio=ratio, blocks=True) for k in (1, 4, 6)]
     out += [Cond(k, s, g) for k in (4, 6) for g in ("similarity", "knn") for s in STYLES]
     out += [Cond(k, s, votes=votes) for k in (4, 6) for s in STYLES]
     return out
@@ -85,7 +87,8 @@ def core(ratio: float, votes: int) -> list[Cond]:
 
 def dry_conditions(ratio: float, votes: int) -> list[Cond]:
     return [Cond(1), Cond(1, ratio=ratio), Cond(2), Cond(2, ratio=ratio), Cond(3), Cond(3, "auto_demo"),
-            Cond(3, "auto_demo", "knn"), Cond(3, "indexed", "similarity"), Cond(3, votes=votes)]
+            Cond(3, "auto_demo", "knn"), Cond(3, "indexed", "similarity"), Cond(3, votes=votes),
+            Cond(2, ratio=ratio, blocks=True)]
 
 
 def _csv(text: str | None, cast=str) -> list | None:
@@ -103,7 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--k", help="keep only these batch sizes, e.g. 1,4,6")
     ap.add_argument("--style", help="keep only these styles: indexed, auto_demo")
     ap.add_argument("--group", help="keep only these groupings: sequential, similarity, knn")
-    ap.add_argument("--demo-mode", help="keep only these demonstrations: full, compressed")
+    ap.add_argument("--demo-mode", help="keep only these demonstrations: full, compressed (every block thinned), blocks "
+                                        "(whole blocks dropped first)")
     ap.add_argument("--voting", choices=("with", "without"), help="keep only conditions with / without voting")
     ap.add_argument("--ratio", type=float, default=0.3, help="ratio of the compressed demonstrations")
     ap.add_argument("--votes", type=int, default=3, help="P, the most permutations of a voting condition")
@@ -160,7 +164,8 @@ def select(args: argparse.Namespace) -> list[Cond]:
         if allowed is not None:
             conds = [c for c in conds if getattr(c, field) in allowed]
     if args.demo_mode is not None:
-        conds = [c for c in conds if ("full" if c.ratio is None else "compressed") in _csv(args.demo_mode)]
+        mode = {c: "full" if c.ratio is None else "blocks" if c.blocks else "compressed" for c in conds}
+        conds = [c for c in conds if mode[c] in _csv(args.demo_mode)]
     if args.voting is not None:
         conds = [c for c in conds if (c.votes > 1) == (args.voting == "with")]
     if not conds:
@@ -275,6 +280,7 @@ def run_block(ctx: dict, cond: Cond, block: list, index: int) -> None:
 
     args, kit, gold = ctx["args"], ctx["kit"], ctx["gold"]
     cfg = BatchConfig(batch_size=cond.k, group=cond.group, seed=args.seed, ratio=cond.ratio, votes=cond.votes,
+                      drop_blocks=cond.blocks,
                       max_tokens_per_item=args.max_tokens_per_item, max_retries=args.max_retries, concurrency=1)
     started = time.perf_counter()
     res = run_batched(block, ctx["llm"], demos=ctx["demos"], instruction=INSTRUCTION, config=cfg,

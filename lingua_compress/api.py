@@ -285,10 +285,12 @@ class _Run:
         alive = np.ones(seg.n_units, dtype=bool)
         filler = np.zeros(seg.n_units, dtype=bool)
         if coarse:
-            alive = B.select_contexts(seg, costs, scores, kind_target[B.CONTEXT], k)
-            alive = B.filter_sentences(seg, costs, scores, alive, cfg.sentence_budget_factor * kind_target[B.CONTEXT])
-            filler = B.fill_contexts(seg, costs, scores, alive, kind_target[B.CONTEXT])
-            alive = alive | filler
+            budget = kind_target[B.CONTEXT]
+            alive = B.select_contexts(seg, costs, scores, budget, k)
+            if cfg.coarse_sentences:
+                alive = B.filter_sentences(seg, costs, scores, alive, cfg.sentence_budget_factor * budget)
+                filler = B.fill_contexts(seg, costs, scores, alive, budget)
+                alive = alive | filler
         if coarse or not cfg.iterative:
             ratio, groups = _quotas(costs, kinds, kind_target, alive, filler)
             picker = QuotaPicker(costs, seg.protected, ratio, alive, groups)
@@ -298,8 +300,7 @@ class _Run:
         # Exact-count corrections prefer units the coarse stage kept, and the most surprising among them.
         # Corrections take from the context first: the instruction and question already run at light ratios.
         # Then the rest of a part the fill took sentences from, so added words do not scatter over dropped parts.
-        started = np.bincount(seg.unit_part, alive, minlength=len(seg.parts))[seg.unit_part] > 0
-        self.add_priority = rank + np.where(alive, 1e6, 0.0) + np.where(started, 5e5, 0.0)
+        self.add_priority = B.correction_priority(seg, rank, alive, coarse and not cfg.coarse_sentences)
         self.drop_priority = rank + np.where(kinds == B.CONTEXT, 0.0, 1e6)
         return keep
 

@@ -58,6 +58,16 @@ def _greedy(costs: np.ndarray, scores: np.ndarray, budget: float) -> np.ndarray:
     return keep
 
 
+def correction_priority(seg: Segmented, rank: np.ndarray, alive: np.ndarray, whole_parts: bool) -> np.ndarray:
+    """The order in which the exact-count correction adds units back: the coarse stage's survivors first, then the
+    rest of a part it kept some of (a part the fill opened), the most surprising first. With ``whole_parts`` a unit
+    of a dropped part gets -inf, which :func:`~lingua_compress.prune.fit_budget` never adds: single words would
+    otherwise reappear scattered over parts that were meant to go whole."""
+    started = np.bincount(seg.unit_part, alive, minlength=len(seg.parts))[seg.unit_part] > 0
+    out = rank + np.where(alive, 1e6, 0.0) + np.where(started, 5e5, 0.0)
+    return np.where(started, out, -np.inf) if whole_parts else out
+
+
 def select_contexts(
     seg: Segmented, costs: np.ndarray, unit_scores: np.ndarray, budget: float, k: float,
     part_scores: np.ndarray | None = None,

@@ -62,6 +62,9 @@ class CompressionConfig:
             every word counted once. Looser than ``context_budget_factor`` by default: within one demonstration (or a
             plain string, one part) a dropped sentence is often its question, and thinning reads better there.
         coarse: run the demonstration- and sentence-level stage.
+        coarse_sentences: the coarse stage may also drop single sentences from the demonstrations it keeps and
+            open dropped ones with a few sentences (the sentence filter and the fill); False keeps or drops whole
+            demonstrations only, for contexts whose parts must stay whole (batch prompting's demonstration blocks).
         iterative: condition each window of the token pass on what was kept before it; off, every token is
             scored once against the original text (LLMLingua's "without iterative compression" ablation).
         window_tokens: scorer tokens per window of the token pass; each window is conditioned on what was kept
@@ -90,6 +93,7 @@ class CompressionConfig:
     context_budget_factor: float = 1.5
     sentence_budget_factor: float = 2.0
     coarse: bool = True
+    coarse_sentences: bool = True
     iterative: bool = True
     window_tokens: int = 200
     conditioning: str = "reuse"
@@ -111,7 +115,8 @@ class CompressionConfig:
         self._real("dynamic_ratio", lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
         self._integral("window_tokens", lambda v: 16 <= v <= 8192, "an int in [16, 8192]")
         self._integral("tolerance_tokens", lambda v: v >= 0, "an int >= 0")
-        for name in ("coarse", "iterative", "protect_numbers", "question_aware", "contrastive", "question_hint"):
+        for name in ("coarse", "coarse_sentences", "iterative", "protect_numbers", "question_aware", "contrastive",
+                     "question_hint"):
             value = getattr(self, name)
             if not _is_bool(value):
                 raise ConfigError(f"{name}={value!r} is not accepted: give True or False")

@@ -175,6 +175,7 @@ def fit_budget(
     max_rounds: int = 12,
 ) -> tuple[np.ndarray, int]:
     """Correct the estimate with exact counts: drop or add back units until ``count`` is within tolerance.
+    Units whose ``priority_add`` is -inf are never added back.
 
     Returns the final mask and its count. An empty result is within tolerance only of a budget under half a
     token: for any other, a unit that lands closer is added back (if none does, the result stays empty; it is
@@ -192,7 +193,7 @@ def fit_budget(
             pool = pool[np.argsort(priority_drop[pool], kind="stable")]
             take = int(np.searchsorted(np.cumsum(costs[pool]), diff)) + 1
         else:
-            pool = np.flatnonzero(~keep)
+            pool = np.flatnonzero(~keep & (priority_add > -np.inf))  # -inf: never added back
             pool = pool[np.argsort(-priority_add[pool], kind="stable")]
             take = max(1, int(np.searchsorted(np.cumsum(costs[pool]), -diff, side="right")))
         if len(pool) == 0:

@@ -84,8 +84,7 @@ class QuestionRun(_Run):
         for lo, hi in _part_windows(seg, costs, cfg.window_tokens):
             keep[lo:hi] = picker.pick(lo, hi, rank[lo:hi])
         # The question-agnostic run's exact-count priorities: coarse survivors first, the context takes the cut.
-        started = np.bincount(seg.unit_part, alive, minlength=len(seg.parts))[seg.unit_part] > 0
-        self.add_priority = rank + np.where(alive, 1e6, 0.0) + np.where(started, 5e5, 0.0)
+        self.add_priority = B.correction_priority(seg, rank, alive, not cfg.coarse_sentences)
         self.drop_priority = rank + np.where(kinds == B.CONTEXT, 0.0, 1e6)
         return keep
 
@@ -99,7 +98,7 @@ class QuestionRun(_Run):
         if coarse:
             alive = B.select_contexts(seg, costs, self.scores, budget, k, part_scores=self.part_relevance)
         self._contrast(alive)  # only the documents kept: the dropped ones are never forwarded a second time
-        if coarse:
+        if coarse and cfg.coarse_sentences:
             alive = B.filter_sentences(seg, costs, self.scores, alive, cfg.sentence_budget_factor * budget)
             filler = B.fill_contexts(seg, costs, self.scores, alive, budget, part_scores=self.part_relevance)
             self._contrast(filler)

@@ -213,6 +213,48 @@ def test_real_compressor_keeps_markers(scorer):
             assert prefix.text.count(f"{tag}[{i}]:") == 3
 
 
+LONG_DEMOS = [Sample(f"L{i}", f"Tom has {i} apples and walks to the busy market near his old house to buy more. "
+                           "How many apples does he carry home?",
+                     f"He starts with {i} apples, then the friendly shop keeper adds {i} more apples to his bag, "
+                     f"so he carries {2 * i} home. The answer is {2 * i}.") for i in range(1, 9)]
+
+
+def _words_in_order(short: str, long: str) -> bool:
+    """``short`` is ``long`` with characters removed (whitespace ignored)."""
+    rest = iter("".join(long.split()))
+    return all(c in rest for c in "".join(short.split()))
+
+
+@pytest.mark.parametrize("block_size", [1, 2])
+def test_drop_blocks_keeps_whole_blocks_only(scorer, block_size):
+    from lingua_compress import Compressor
+
+    clear_prefix_cache()
+    compressor = Compressor(scorer=scorer)
+    kept_all = build_prefix("Answer the questions.", LONG_DEMOS, FMT, block_size=block_size, ratio=0.3,
+                            compressor=compressor, count_tokens=words)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prefix = build_prefix("Answer the questions.", LONG_DEMOS, FMT, block_size=block_size, ratio=0.3,
+                              compressor=compressor, count_tokens=words, drop_blocks=True)
+    assert not [w for w in caught if "structure" in str(w.message)]
+    assert len(kept_all.blocks) == len(LONG_DEMOS) // block_size
+    assert 1 <= len(prefix.blocks) < len(kept_all.blocks)
+    original = [build_prefix("", LONG_DEMOS, FMT, block_size=block_size, count_tokens=words).blocks][0]
+    # Every sent block is a thinned copy of one original block, in order, with all of its markers.
+    src = iter(enumerate(original))
+    sources = [next(i for i, o in src if _words_in_order(b, o)) for b in prefix.blocks]
+    for b in prefix.blocks:
+        for tag in ("Q", "A"):
+            assert [b.count(f"{tag}[{j}]:") for j in range(1, block_size + 1)] == [1] * block_size
+    # The demo-copy check knows the answers of the sent blocks only.
+    answers = [tuple(d.answer for d in LONG_DEMOS[i * block_size:(i + 1) * block_size]) for i in sources]
+    assert list(prefix.demo_answers) == answers
+    assert prefix.key != kept_all.key
+    with pytest.raises(ConfigError, match="drop_blocks"):
+        BatchConfig(drop_blocks="yes")
+
+
 def test_chat_mode_and_knn_mode():
     samples, gold = toy(6)
     llm = FakeLLM(gold, chat=True)

@@ -29,10 +29,12 @@ def test_condition_names_presets_and_filters(tmp_path):
                                       "k6-indexed-seq-full", "k6-auto_demo-seq-full", "k4-indexed-seq-full-v3",
                                       "k6-indexed-seq-full-v3"]
     grid = bbl.parse_args(["--conditions", "grid"]).conds
-    assert len(grid) == len({c.name for c in grid}) == 2 + 16 + 8 + 4
+    assert len(grid) == len({c.name for c in grid}) == 2 + 16 + 3 + 8 + 4
     # a filtered slice keeps its K = 1 baselines with the same demonstrations
     part = bbl.parse_args(["--conditions", "grid", "--k", "4", "--demo-mode", "compressed"]).conds
     assert [c.name for c in part] == ["k1-indexed-seq-c0.3", "k4-indexed-seq-c0.3", "k4-auto_demo-seq-c0.3"]
+    blocks = bbl.parse_args(["--conditions", "grid", "--k", "4", "--demo-mode", "blocks"]).conds
+    assert [c.name for c in blocks] == ["k1-indexed-seq-c0.3-blocks", "k4-indexed-seq-c0.3-blocks"]
     named = bbl.parse_args(["--conditions", "k2-auto_demo-seq-full"]).conds
     assert [c.name for c in named] == ["k1-indexed-seq-full", "k2-auto_demo-seq-full"]
     for bad in (["--conditions", "k5-x"], ["--block", "10"], ["--k", "9"], ["--votes", "1"]):

@@ -8,6 +8,7 @@ import pytest
 
 from lingua_compress import CompressionConfig, Compressor, Prompt
 from lingua_compress import budget as B
+from lingua_compress.errors import ConfigError
 from lingua_compress.segment import segment
 from fakes import FakeScorer
 
@@ -65,6 +66,24 @@ def test_undershoot_is_filled_from_one_part_not_scattered(fake):
     for block in blocks:
         assert block.startswith("Question:") or block.startswith("The answer is"), block
     assert abs(res.compressed_tokens - res.target_tokens) <= max(0.02 * res.target_tokens, 3)
+
+
+@pytest.mark.filterwarnings("ignore::lingua_compress.errors.BudgetWarning")  # whole parts may leave an undershoot
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.5])
+def test_whole_parts_only_keeps_every_line_of_a_kept_part_and_nothing_of_a_dropped_one(fake, ratio):
+    """coarse_sentences=False (batch prompting's demonstration blocks): no sentence filter, no fill, and the
+    exact-count correction adds nothing from a dropped part, so each part is whole-or-nothing at the line level."""
+    whole = Compressor(scorer=fake.scorer, config=CompressionConfig(coarse_sentences=False))
+    res = whole.compress(Prompt(demonstrations=DEMOS), ratio)
+    touched = [d for d in DEMOS if any(s < res.original.find(d) + len(d) and e > res.original.find(d)
+                                       for s, e in res.kept_spans)]
+    assert 0 < len(touched) < len(DEMOS)
+    for d in touched:  # every line of a kept part survives in some form (its equation line is protected)
+        assert d.splitlines()[3] in res.text and f"The answer is {d.split()[-1]}" in res.text
+    assert len([b for b in res.text.split("\n\n") if b.strip()]) == len(touched)
+    assert res.compressed_tokens <= res.target_tokens + max(0.02 * res.target_tokens, 3)
+    with pytest.raises(ConfigError, match="coarse_sentences"):
+        CompressionConfig(coarse_sentences="no")
 
 
 def test_fill_takes_the_first_sentences_and_the_answer_line():

@@ -43,7 +43,8 @@ _RULES = {
 }
 _ANSWERS_HEADER = "Answers:"
 _CACHE_SIZE = 64
-_cache: dict[str, tuple[str, tuple[str, ...]]] = {}
+_Compressed = tuple[str, tuple[str, ...], tuple[int, ...]]  # instruction and blocks as sent, indices of the kept blocks
+_cache: dict[str, _Compressed] = {}
 _cache_lock = threading.Lock()
 
 
@@ -87,7 +88,7 @@ def marker_keep(fmt: BatchFormat, extra: Sequence[str] = ()) -> list[Any]:
 
 
 def _prefix_key(instruction: str, demos: Sequence[Sample], fmt: BatchFormat, block_size: int,
-                ratio: float | None, compressor: Any) -> str:
+                ratio: float | None, compressor: Any, drop_blocks: bool) -> str:
     ident = None
     if compressor is not None and ratio is not None:
         scorer = getattr(compressor, "_scorer", None)
@@ -96,7 +97,7 @@ def _prefix_key(instruction: str, demos: Sequence[Sample], fmt: BatchFormat, blo
                  getattr(scorer, "name", None) if scorer is not None else None,
                  getattr(compressor, "cache_key", None)]
     payload = [instruction, [[d.id, list(map(list, d.fields)), d.answer] for d in demos], repr(fmt),
-               block_size, ratio, ident]
+               block_size, ratio, ident, drop_blocks]
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
@@ -116,9 +117,12 @@ def build_prefix(
     count_tokens: CountTokens,
     keep: Sequence[str] = (),
     target_tokenizer: Any = None,
+    drop_blocks: bool = False,
 ) -> SharedPrefix:
     """The shared prefix for batches of ``block_size``; with ``ratio`` and ``compressor`` its instruction and
-    demonstrations are compressed once (cached by content hash + compressor identity + settings)."""
+    demonstrations are compressed once (cached by content hash + compressor identity + settings). With
+    ``drop_blocks`` the compression may drop whole demonstration blocks first and thin the kept ones; otherwise
+    every block stays and loses words only."""
     if not isinstance(block_size, int) or block_size < 1:
         raise ConfigError(f"block_size={block_size!r} must be an int >= 1")
     if ratio is not None and not (isinstance(ratio, (int, float)) and 0.0 < ratio <= 1.0):
@@ -133,21 +137,21 @@ def build_prefix(
     blocks = tuple(demo_block(demos[i : i + block_size], fmt) for i in range(0, len(demos), block_size))
     original = SharedPrefix(instr, blocks, block_size, fmt, "", 0, 0, False, None, "")
     original_text = original.text
-    key = _prefix_key(instruction, demos, fmt, block_size, ratio, compressor)
-    sent_instr, sent_blocks, compressed = instr, blocks, False
+    key = _prefix_key(instruction, demos, fmt, block_size, ratio, compressor, drop_blocks)
+    sent_instr, sent_blocks, kept, compressed = instr, blocks, tuple(range(len(blocks))), False
     if ratio is not None and ratio < 1.0 and blocks:
         with _cache_lock:
             hit = _cache.get(key)
         if hit is None:
-            hit = _compress(instr, blocks, fmt, ratio, compressor, keep, target_tokenizer)
+            hit = _compress(instr, blocks, fmt, ratio, compressor, keep, target_tokenizer, drop_blocks)
             with _cache_lock:
                 if len(_cache) >= _CACHE_SIZE:
                     _cache.pop(next(iter(_cache)))
                 _cache[key] = hit
-        sent_instr, sent_blocks = hit
+        sent_instr, sent_blocks, kept = hit
         compressed = (sent_instr, sent_blocks) != (instr, blocks)
-    answers = tuple(tuple(one_block(d.answer or "") for d in demos[i : i + block_size])
-                    for i in range(0, len(demos), block_size))
+    answers = tuple(tuple(one_block(d.answer or "") for d in demos[i * block_size : (i + 1) * block_size])
+                    for i in kept)
     result = SharedPrefix(sent_instr, sent_blocks, block_size, fmt, original_text, count_tokens(original_text),
                           0, compressed, ratio, key, answers)
     return replace(result, tokens=count_tokens(result.text))
@@ -158,32 +162,72 @@ def _markers(text: str, fmt: BatchFormat) -> list[str]:
 
 
 def _compress(instr: str, blocks: tuple[str, ...], fmt: BatchFormat, ratio: float, compressor: Any,
-              keep: Sequence[str], target_tokenizer: Any) -> tuple[str, tuple[str, ...]]:
+              keep: Sequence[str], target_tokenizer: Any, drop_blocks: bool) -> _Compressed:
     from ..segment import Prompt
 
-    compressor = _without_sentence_drops(compressor)
-    prompt = Prompt(instruction=instr, demonstrations=blocks, question="")
-    result = compressor.compress(prompt, ratio, keep=marker_keep(fmt, keep), target_tokenizer=target_tokenizer)
+    kept, budget = tuple(range(len(blocks))), {"ratio": ratio}
+    if drop_blocks:
+        kept, budget = _choose_blocks(instr, blocks, ratio, compressor, target_tokenizer)
+    prompt = Prompt(instruction=instr, demonstrations=[blocks[i] for i in kept], question="")
+    result = _configured(compressor, coarse=False).compress(prompt, **budget, keep=marker_keep(fmt, keep),
+                                                            target_tokenizer=target_tokenizer)
     pieces = str(result.text).split("\n\n")
-    want = ([instr] if instr else []) + list(blocks)
+    want = ([instr] if instr else []) + [blocks[i] for i in kept]
     if len(pieces) != len(want) or any(_markers(p, fmt) != _markers(w, fmt) for p, w in zip(pieces, want)):
         # The parser and the model both rely on the block structure; never send a prefix that lost it.
         warnings.warn("compressing the shared prefix changed its block or marker structure; sending it "
                       "uncompressed", BudgetWarning, stacklevel=3)
-        return instr, blocks
+        return instr, blocks, tuple(range(len(blocks)))
     if instr:
-        return pieces[0], tuple(pieces[1:])
-    return "", tuple(pieces)
+        return pieces[0], tuple(pieces[1:]), kept
+    return "", tuple(pieces), kept
 
 
-def _without_sentence_drops(compressor: Any) -> Any:
-    # The coarse stage may drop single lines of a block (a Q[2] line without its A[2]); a block must stay whole,
-    # so our own Compressor runs with coarse=False on the same (already loaded) scorer.
+def _choose_blocks(instr: str, blocks: tuple[str, ...], ratio: float, compressor: Any,
+                   target_tokenizer: Any) -> tuple[tuple[int, ...], dict[str, Any]]:
+    """The blocks the compressor's coarse stage keeps whole, and the whole prefix's budget in tokens.
+
+    A separate pass without the marker patterns: ``keep=`` matches force their part, so with them every block
+    would stay. Only which blocks survive is used; the kept ones are then thinned with their markers protected."""
+    from ..api import Compressor
+    from ..segment import Prompt
+
+    if not isinstance(compressor, Compressor) or len(blocks) < 2:
+        return tuple(range(len(blocks))), {"ratio": ratio}  # a custom compressor has no coarse stage to ask
+    chooser = _configured(compressor, coarse=True)
+    with warnings.catch_warnings():  # its text is not sent: a budget warning about it would mislead
+        warnings.simplefilter("ignore", BudgetWarning)
+        result = chooser.compress(Prompt(instruction=instr, demonstrations=blocks, question=""), ratio,
+                                  target_tokenizer=target_tokenizer)
+    kept = _kept_blocks(result, blocks) or tuple(range(len(blocks)))
+    if len(kept) == len(blocks):
+        return kept, {"ratio": ratio}
+    return kept, {"target_tokens": result.target_tokens}
+
+
+def _kept_blocks(result: Any, blocks: tuple[str, ...]) -> tuple[int, ...]:
+    """Indices of the blocks any kept character of ``result`` comes from."""
+    kept, pos = [], 0
+    for i, block in enumerate(blocks):
+        start = result.original.find(block, pos)
+        if start < 0:  # not laid out verbatim: cannot tell
+            return ()
+        pos = start + len(block)
+        if any(s < pos and e > start for s, e in result.kept_spans):
+            kept.append(i)
+    return tuple(kept)
+
+
+def _configured(compressor: Any, coarse: bool) -> Any:
+    # A block must stay whole: the coarse stage's sentence filter and fill may drop single lines of a block (a Q[2]
+    # line without its A[2]), so our own Compressor runs without them, on the same (already loaded) scorer.
     from ..api import Compressor
 
-    if isinstance(compressor, Compressor) and compressor.config.coarse:
-        return Compressor(scorer=compressor.scorer, config=replace(compressor.config, coarse=False))
-    return compressor
+    if not isinstance(compressor, Compressor):
+        return compressor
+    cfg = compressor.config
+    wanted = replace(cfg, coarse=cfg.coarse and coarse, coarse_sentences=False)
+    return compressor if wanted == cfg else Compressor(scorer=compressor.scorer, config=wanted)
 
 
 def stop_sequences(fmt: BatchFormat, chat: bool) -> tuple[str, ...]:

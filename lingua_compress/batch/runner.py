@@ -29,6 +29,8 @@ class BatchConfig:
         group: "sequential", "random" (seeded), "similarity" (balanced partition by embeddings) or "knn"
             (Auto-Demo retrieval: one call per item with its nearest neighbours before it).
         ratio: compress the shared instruction + demonstrations to this share of their tokens, once.
+        drop_blocks: that compression may drop whole demonstration blocks (the compressor's coarse stage, by
+            perplexity), then thin the kept ones; False keeps every block and thins words only.
         demo_block_size: demonstrations per block in the prefix; default ``batch_size`` (Cheng et al.).
         max_tokens_per_item: output budget per question; a call gets ``batch_size`` times this (twice in
             Auto-Demo style, for the echo).
@@ -45,6 +47,7 @@ class BatchConfig:
     group: str = "sequential"
     seed: int = 0
     ratio: float | None = None
+    drop_blocks: bool = False
     demo_block_size: int | None = None
     max_tokens_per_item: int = 256
     max_retries: int = 1
@@ -69,6 +72,8 @@ class BatchConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name}={value!r} must be None or an int >= 1")
+        if not isinstance(self.drop_blocks, bool):
+            raise ConfigError(f"drop_blocks={self.drop_blocks!r} is not accepted: give True or False")
         if self.group not in STRATEGIES:
             raise ConfigError(f"group={self.group!r} is not accepted; use one of {STRATEGIES}")
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -223,7 +228,8 @@ def run_batched(
         raise ConfigError(f"config must be a BatchConfig, got {type(config).__name__}")
     count, tok_name = _counter(count_tokens, llm)
     prefix = build_prefix(instruction, demos, fmt, block_size=config.demo_block_size or config.batch_size,
-                          ratio=config.ratio, compressor=compressor, count_tokens=count)
+                          ratio=config.ratio, compressor=compressor, count_tokens=count,
+                          drop_blocks=config.drop_blocks)
     run = _Run(samples, llm, prefix, config, count, progress)
     if config.votes > 1 and config.group == "similarity":
         embed = memo_embedder(embed)  # each round regroups by similarity: embed every question once
