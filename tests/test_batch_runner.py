@@ -204,7 +204,7 @@ def test_real_compressor_keeps_markers(scorer):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prefix = build_prefix("Answer the questions.", DEMOS, FMT, block_size=4, ratio=0.4,
-                              compressor=Compressor(scorer=scorer), count_tokens=words)
+                              compressor=Compressor(scorer=scorer), count_tokens=words, drop_blocks=False)
     # A lost marker would warn and fall back to the uncompressed prefix.
     assert not [w for w in caught if "structure" in str(w.message)]
     assert prefix.compressed and prefix.tokens < prefix.original_tokens
@@ -232,7 +232,7 @@ def test_drop_blocks_keeps_whole_blocks_only(scorer, block_size):
     clear_prefix_cache()
     compressor = Compressor(scorer=scorer)
     kept_all = build_prefix("Answer the questions.", LONG_DEMOS, FMT, block_size=block_size, ratio=0.3,
-                            compressor=compressor, count_tokens=words)
+                            compressor=compressor, count_tokens=words, drop_blocks=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prefix = build_prefix("Answer the questions.", LONG_DEMOS, FMT, block_size=block_size, ratio=0.3,

@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json-answers", action="store_true", help="ask for answers as one JSON object")
     p.add_argument("--group", choices=["sequential", "random", "similarity", "knn"], default="sequential")
     p.add_argument("--ratio", type=float, help="compress the shared demonstrations to this share of tokens")
+    p.add_argument("--drop-blocks", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --ratio: the compression may drop whole demonstration blocks, then thins the kept "
+                        "ones (default: BatchConfig.drop_blocks)")
     p.add_argument("--instruction", default="", help="task instruction placed before the demonstrations")
     p.add_argument("--fields", default="question", help="comma-separated input fields (default: question)")
     p.add_argument("--answer-field", default="answer", help="answer field of the demonstrations")
@@ -140,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     fmt = BatchFormat(style=style, answer_pattern=pattern)
     config = BatchConfig(batch_size=args.batch_size, group=args.group, seed=args.seed, ratio=args.ratio,
                          max_tokens_per_item=args.max_tokens_per_item, max_retries=args.max_retries,
-                         votes=args.votes, vote_agree=args.vote_agree)
+                         votes=args.votes, vote_agree=args.vote_agree,
+                         **({} if args.drop_blocks is None else {"drop_blocks": args.drop_blocks}))
     prices = Prices(args.price_in, args.price_out) if args.price_in is not None and args.price_out is not None else None
     done, todo = _resume(args.output, samples)
     llm, compressor = _target(args) if todo else (None, None)

@@ -117,7 +117,7 @@ def build_prefix(
     count_tokens: CountTokens,
     keep: Sequence[str] = (),
     target_tokenizer: Any = None,
-    drop_blocks: bool = False,
+    drop_blocks: bool = True,
 ) -> SharedPrefix:
     """The shared prefix for batches of ``block_size``; with ``ratio`` and ``compressor`` its instruction and
     demonstrations are compressed once (cached by content hash + compressor identity + settings). With
