@@ -34,7 +34,8 @@ def condition_row(cond, ids: list[str], store, questions: dict[str, str], block:
     statuses = Counter(r["status"] for r in have)
     row = {
         "condition": cond.name, "k": cond.k, "style": cond.style, "group": cond.group,
-        "demos": "full" if cond.ratio is None else cond.ratio, "drop_blocks": cond.blocks, "votes": cond.votes, "n": len(have),
+        "demos": "full" if cond.ratio is None else cond.ratio, "drop_blocks": cond.blocks, "votes": cond.votes,
+        "n": len(have),
         "correct": correct, "accuracy": round(correct / len(have), 4) if have else None,
         "ci_low": round(lo, 4) if have else None, "ci_high": round(hi, 4) if have else None,
         "lenient_accuracy": round(sum(bool(r.get("lenient")) for r in have) / len(have), 4) if have else None,
@@ -102,8 +103,9 @@ def markdown(result: dict) -> str:
              f"points, paired bootstrap 95 % interval and exact McNemar p; lenient: also right by the last number "
              f"of an answer that missed 'The answer is N' (a format failure, not a wrong one); tokens from the "
              f"server's usage.", "",
-             "| condition | n | accuracy [95 % CI] | Δ vs K=1 [CI], p | lenient | Δ lenient vs K=1 [CI] | prompt tok/q | "
-             "× K=1 | completion tok/q | calls/q | s/q | statuses |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| condition | n | accuracy [95 % CI] | Δ vs K=1 [CI], p | lenient | Δ lenient vs K=1 [CI] | "
+             "prompt tok/q | × K=1 | completion tok/q | calls/q | s/q | statuses |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {d["condition"]: d for d in result["paired"] if d["why"].startswith("K=1")}
     for r in result["rows"]:
         if not r["n"]:  # a partial run: say so rather than print NaNs
@@ -115,8 +117,8 @@ def markdown(result: dict) -> str:
         st = ", ".join(f"{k} {v}" for k, v in r["statuses"].items() if v)
         share = d["prompt_tokens_ratio"] if d else ""
         lines.append(f"| {r['condition']} | {r['n']} | {_pct(r['accuracy'])} [{_pct(r['ci_low'])}, "
-                     f"{_pct(r['ci_high'])}] | {delta} | {_pct(r['lenient_accuracy'])} | {ldelta} | {r['prompt_tokens_per_q']} | "
-                     f"{share} | "
+                     f"{_pct(r['ci_high'])}] | {delta} | {_pct(r['lenient_accuracy'])} | {ldelta} | "
+                     f"{r['prompt_tokens_per_q']} | {share} | "
                      f"{r['completion_tokens_per_q']} | {r['calls_per_q']} | {r['seconds_per_q']} | {st} |")
     lines += ["", "Paired differences with the condition one setting away:", "",
               "| condition | vs | n | Δ points [95 % CI] | McNemar p | prompt tokens × |",

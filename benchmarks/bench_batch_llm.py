@@ -106,8 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--k", help="keep only these batch sizes, e.g. 1,4,6")
     ap.add_argument("--style", help="keep only these styles: indexed, auto_demo")
     ap.add_argument("--group", help="keep only these groupings: sequential, similarity, knn")
-    ap.add_argument("--demo-mode", help="keep only these demonstrations: full, compressed (every block thinned), blocks "
-                                        "(whole blocks dropped first)")
+    ap.add_argument("--demo-mode", help="keep only these demonstrations: full, compressed (every block thinned), "
+                                        "blocks (whole blocks dropped first)")
     ap.add_argument("--voting", choices=("with", "without"), help="keep only conditions with / without voting")
     ap.add_argument("--ratio", type=float, default=0.3, help="ratio of the compressed demonstrations")
     ap.add_argument("--votes", type=int, default=3, help="P, the most permutations of a voting condition")
