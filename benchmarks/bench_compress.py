@@ -2,6 +2,7 @@
 
     python benchmarks/bench_compress.py [--data ../shared/data/gsm8k] [--repeats 3] [--out benchmarks/results]
     python benchmarks/bench_compress.py --dtype float32        # the path of a CPU without native bf16
+    python benchmarks/bench_compress.py --dtype float32 --packed-linear off --suffix _aten   # ATen's linear
     python benchmarks/bench_compress.py --dry                  # wiring check: one short demonstration, 1 repeat
 
 Builds the prompt from 8 train demonstrations with their worked solutions (calculator annotations removed,
@@ -112,15 +113,47 @@ def chunked_pass(scorer, text: str) -> float:
     return time.perf_counter() - t
 
 
+def linear_floor(scorer, n_tokens: int, rows: int, repeats: int) -> dict:
+    """The time the body's linear layers alone need to forward ``n_tokens`` on this machine, in ``rows``-token
+    matmuls through the model's own layers and kernels (one layer timed per distinct shape, best of ``repeats``),
+    and the rate that implies. Nothing that sends every token through every layer of this model, in this dtype and
+    kernel, can be faster: near this floor, only fewer forwarded tokens or a smaller model help."""
+    import torch
+
+    from lingua_compress.cpu_kernels import PackedLinear
+
+    shapes: dict[tuple, list] = {}
+    for module in scorer._body.modules():
+        if isinstance(module, (torch.nn.Linear, PackedLinear)):
+            shapes.setdefault((module.out_features, module.in_features, type(module)), []).append(module)
+    seconds, flops = 0.0, 0
+    with torch.inference_mode():
+        for (out_f, in_f, _), layers in shapes.items():
+            x = torch.randn(rows, in_f, dtype=scorer._dtype, device=scorer._head.device)
+            layers[0](x)  # first-call allocation
+            best = float("inf")
+            for _ in range(max(1, repeats)):
+                t = time.perf_counter()
+                layers[0](x)
+                best = min(best, time.perf_counter() - t)
+            seconds += best * len(layers) * n_tokens / rows
+            flops += 2 * out_f * in_f * len(layers) * n_tokens
+    return {"linear_floor_s": seconds, "linear_gflop": round(flops / 1e9, 1),
+            "linear_gflops_per_s": round(flops / seconds / 1e9, 1) if seconds else None, "linear_rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--suffix", default="", help="results file bench_compress{SUFFIX}.json (e.g. _avx2)")
     ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     ap.add_argument("--bf16-embedding", default="auto", choices=("auto", "on", "off"),
                     help="on the fp32 path, keep the embedding table in bf16 (Compressor(bf16_embedding=...))")
+    ap.add_argument("--packed-linear", default="auto", choices=("auto", "on", "off"),
+                    help="on the fp32 CPU path, oneDNN-prepacked linear layers (Compressor(packed_linear=...))")
     ap.add_argument("--dry", action="store_true", help="one short demonstration, 1 repeat, bench_compress_dry.json")
     args = ap.parse_args(argv)
     if args.dry:
@@ -133,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
     prompt, rows, _ = build_prompt(args.data, shots=1 if args.dry else 8)
     compressor = Compressor(args.model, dtype=args.dtype,
-                            bf16_embedding={"auto": None, "on": True, "off": False}[args.bf16_embedding])
+                            bf16_embedding={"auto": None, "on": True, "off": False}[args.bf16_embedding],
+                            packed_linear={"auto": None, "on": True, "off": False}[args.packed_linear])
     t0 = time.perf_counter()
     compressor.scorer
     load_s = time.perf_counter() - t0
@@ -148,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         rss_before_pass = rss_before_pass or peak_rss_mb()  # the one pass's own peak is not the compressor's
         passes.append((*one_pass(compressor.scorer, res.original), chunked_pass(compressor.scorer, res.original)))
     body_s, pass_s, chunked_s = (min(p[i] for p in passes) for i in range(3))
+    floor = linear_floor(compressor.scorer, res.timings.scored_tokens, compressor.config.window_tokens,
+                         max(3, args.repeats))
     report = []
     for ratio in RATIOS:
         wall, res = min(runs[ratio], key=lambda x: x[0])
@@ -163,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             "tokens_per_s": round(res.original_tokens / wall, 1),
             "ours_over_one_pass": round(wall / pass_s, 2),
             "ours_over_chunked_pass": round(wall / chunked_s, 2),
+            "ours_over_linear_floor": round(wall / floor["linear_floor_s"], 2),
             "scored_tokens": res.timings.scored_tokens,
             "parts": [p.__dict__ for p in res.parts],
             **numbers_check(prompt, rows, res),
@@ -179,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         "one_pass_body_s": round(body_s, 3),
         "one_pass_head": f"scorer head, vocab={compressor.scorer.vocab}, every token",
         "chunked_pass_s": round(chunked_s, 3),
+        **floor,
+        "linear_floor_s": round(floor["linear_floor_s"], 4),
         "backend": dataclasses.asdict(compressor.scorer.backend),
         "torch_threads": torch_threads(),
         **machine(),
@@ -191,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps({k: v for k, v in summary.items() if k not in ("runs", "sample_0.2")}))
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "bench_compress_dry.json" if args.dry else "bench_compress.json"
+    name = "bench_compress_dry.json" if args.dry else f"bench_compress{args.suffix}.json"
     (args.out / name).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 

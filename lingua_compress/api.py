@@ -62,6 +62,7 @@ class Compressor:
         scorer: Scorer | None = None,
         adapter: str | Path | None = None,
         bf16_embedding: bool | None = None,  # on the fp32 path keep the embedding table in bf16 (None: where exact)
+        packed_linear: bool | None = None,  # on the fp32 CPU path, oneDNN-prepacked linear layers (None: where able)
     ) -> None:
         if config is not None and not isinstance(config, CompressionConfig):
             raise ConfigError(f"config must be a CompressionConfig, got {type(config).__name__}")
@@ -70,6 +71,7 @@ class Compressor:
             raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
         model = check_spec(model, device, dtype)
         check_bf16_embedding(bf16_embedding)
+        check_bf16_embedding(packed_linear, "packed_linear")
         if scorer is not None and not isinstance(scorer, Scorer):
             raise ConfigError(f"scorer must implement lingua_compress.Scorer, got {type(scorer).__name__}")
         if adapter is not None and scorer is not None:
@@ -79,7 +81,8 @@ class Compressor:
 
         self.config = config or CompressionConfig()
         self._spec = {"model": model, "device": device, "dtype": dtype, "vocab": vocab,
-                      "adapter": check_adapter(adapter), "bf16_embedding": bf16_embedding}
+                      "adapter": check_adapter(adapter), "bf16_embedding": bf16_embedding,
+                      "packed_linear": packed_linear}
         self._scorer = scorer
         self._lock = threading.Lock()
 

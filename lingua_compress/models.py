@@ -175,9 +175,10 @@ class LoadedModel:
     requested_dtype: str = "given"  # the dtype load_model was asked for ("auto" or an override)
 
 
-def check_bf16_embedding(value: object) -> bool | None:
+def check_bf16_embedding(value: object, name: str = "bf16_embedding") -> bool | None:
+    """A None (auto) / True / False switch; anything else is a ConfigError naming ``name``."""
     if value is not None and not isinstance(value, bool):
-        raise ConfigError(f"bf16_embedding={value!r} is not supported; use None (auto), True or False")
+        raise ConfigError(f"{name}={value!r} is not supported; use None (auto), True or False")
     return value
 
 

@@ -36,10 +36,12 @@ class Backend:
     # only where it is not "none"
     requested: str  # the dtype asked for: "auto" or an override; "given" for a model handed in already loaded
     embedding_dtype: str  # storage of the token-embedding table: bf16 on the fp32 CPU path saves ~335 MB
+    linear_kernel: str = "aten"  # "onednn-packed": the fp32 CPU path's linear layers run on prepacked weights
 
     def __str__(self) -> str:
         table = f", embedding {self.embedding_dtype}" if self.embedding_dtype != self.dtype else ""
-        return f"{self.device}/{self.dtype}{table} (requested {self.requested}; cpu bf16: {self.cpu_bf16})"
+        kernel = f", {self.linear_kernel}" if self.linear_kernel != "aten" else ""
+        return f"{self.device}/{self.dtype}{table}{kernel} (requested {self.requested}; cpu bf16: {self.cpu_bf16})"
 
 
 class TokenSavings:

@@ -26,6 +26,7 @@ VOCAB_MODES = ("restricted", "full")
 CONDITIONING_MODES = ("reuse", "recompute")
 RESTRICTED_SIZE = 32768
 _HEAD_CHUNK_ELEMENTS = 8 * 1024 * 1024  # rows x vocab per head chunk: small enough to stay in cache, 32 MB fp32
+PACK_ROWS = 200  # the batch size packed weights are laid out for: a default window (any size works)
 _ONE_SHOT_CHUNK = 512  # a one-shot pass goes through the session in chunks: sliding-window layers stay small
 
 
@@ -73,15 +74,22 @@ class CausalLMScorer:
         loaded: LoadedModel | None = None,
         adapter: str | os.PathLike[str] | None = None,
         bf16_embedding: bool | None = None,
+        packed_linear: bool | None = None,
     ) -> None:
         """``bf16_embedding``: on the fp32 path keep the token-embedding table in bf16 (see
         :mod:`lingua_compress.lowmem`). None: where exact and worth it (with ``vocab="full"`` the whole table would
-        be copied back to fp32, so never); False: off."""
+        be copied back to fp32, so never); False: off.
+
+        ``packed_linear``: on the fp32 CPU path run the body's linear layers and the restricted head through weights
+        prepacked for oneDNN (see :mod:`lingua_compress.cpu_kernels`; the model becomes inference-only). None:
+        wherever available, on a model this scorer loads; False: ATen's linear."""
         if vocab not in VOCAB_MODES:
             raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
-        if loaded is not None and (adapter is not None or check_bf16_embedding(bf16_embedding)):
-            raise ConfigError("adapter= and bf16_embedding=True apply to a model this scorer loads; with loaded=, "
-                              "apply them first (lingua_compress.align.apply_adapter, lowmem.store_embedding_bf16)")
+        check_bf16_embedding(packed_linear, "packed_linear")
+        if loaded is not None and (adapter is not None or check_bf16_embedding(bf16_embedding) or packed_linear):
+            raise ConfigError("adapter=, bf16_embedding=True and packed_linear=True apply to a model this scorer "
+                              "loads; with loaded=, apply them first (lingua_compress.align.apply_adapter, "
+                              "lowmem.store_embedding_bf16, cpu_kernels.pack_linears)")
         import torch
 
         self._torch = torch
@@ -110,8 +118,26 @@ class CausalLMScorer:
             self._base_head = self._head[:RESTRICTED_SIZE].to(self._dtype)  # a copy only where stored in bf16
         else:
             self._base_head = self._head.to(self._dtype)
+        self._base_width = int(self._base_head.shape[0])
+        self._base_matmul = self._pack(packed_linear is not False and loaded is None)
+        kernel = "onednn-packed" if self._base_matmul is not None else "aten"
         self.backend = Backend(str(self._head.device), _dtype_name(self._dtype), cpu_bf16_feature(),
-                               self.loaded.requested_dtype, _dtype_name(table.weight.dtype))
+                               self.loaded.requested_dtype, _dtype_name(table.weight.dtype), kernel)
+
+    def _pack(self, wanted: bool) -> Any:
+        """Pack the body's linear layers and the restricted head for oneDNN where wanted and possible; the head's
+        packed matmul, or None where ATen's kernels run."""
+        from . import cpu_kernels
+
+        if not wanted or self._dtype != self._torch.float32 or self._head.device.type != "cpu":
+            return None
+        if not cpu_kernels.pack_linears(self._body, PACK_ROWS):
+            return None
+        if self.vocab != "restricted":  # the full head is the tied table itself: a packed copy would double it
+            return lambda h: h @ self._base_head.T
+        matmul = cpu_kernels.pack_matrix(self._base_head, PACK_ROWS)
+        self._base_head = None  # the packed copy replaces it (80 MB for the default scorer)
+        return matmul
 
     def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -126,16 +152,18 @@ class CausalLMScorer:
             return np.zeros(0, dtype=np.float32)
         hidden = hidden.to(self._dtype)
         target_logit = (hidden * self._head[targets].to(self._dtype)).sum(-1).float()
-        heads = [self._base_head]
+        base = self._base_matmul or (lambda h, w=self._base_head: h @ w.T)
+        heads, width = [base], self._base_width
         if self.vocab == "restricted":
             extra = torch.unique(targets[~self._in_base[targets]])
-            heads += [self._head[extra].to(self._dtype)] if len(extra) else []
-        width = sum(h.shape[0] for h in heads)
+            if len(extra):
+                heads.append(lambda h, w=self._head[extra].to(self._dtype): h @ w.T)
+                width += len(extra)
         rows = max(1, _HEAD_CHUNK_ELEMENTS // width)
         lse = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
         for r0 in range(0, len(targets), rows):
             h = hidden[r0 : r0 + rows]
-            logits = torch.cat([(h @ w.T).float() for w in heads], dim=-1)
+            logits = torch.cat([head(h).float() for head in heads], dim=-1)
             if self._softcap:
                 logits = torch.tanh(logits / self._softcap) * self._softcap
             lse[r0 : r0 + rows] = torch.logsumexp(logits, dim=-1)

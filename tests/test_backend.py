@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fakes import FakeScorer
-from lingua_compress import Backend, Compressor, models
+from lingua_compress import Backend, Compressor, cpu_kernels, models
 from lingua_compress.errors import ConfigError
 from lingua_compress.scoring import CausalLMScorer
 from tiny import CORPUS, save_tiny_model, tiny_model
@@ -43,7 +43,8 @@ def nll(s):
 
 def test_result_says_which_device_and_dtype_the_scorer_ran_in(fp32_dir):
     res = Compressor(fp32_dir, device="cpu", dtype="float32").compress(TEXT, 0.3)
-    assert res.backend == Backend("cpu", "float32", models.cpu_bf16_feature(), "float32", "float32")
+    kernel = "onednn-packed" if cpu_kernels.available() else "aten"
+    assert res.backend == Backend("cpu", "float32", models.cpu_bf16_feature(), "float32", "float32", kernel)
     assert res.to_dict()["backend"]["dtype"] == "float32" and "cpu/float32" in str(res.backend)
     assert Compressor(scorer=FakeScorer()).compress(TEXT, 0.3).backend is None  # a custom scorer need not say
 

@@ -21,6 +21,15 @@ def test_one_pass_times_the_body_and_then_the_head(scorer):
     assert bench_compress.chunked_pass(scorer, "Natalia sold clips to 48 of her friends in April.") > 0
 
 
+def test_linear_floor_counts_every_linear_layer_of_the_body(scorer):
+    import torch
+
+    floor = bench_compress.linear_floor(scorer, n_tokens=64, rows=16, repeats=1)
+    params = sum(m.in_features * m.out_features for m in scorer._body.modules() if isinstance(m, torch.nn.Linear))
+    assert floor["linear_gflop"] == round(2 * params * 64 / 1e9, 1)
+    assert floor["linear_floor_s"] > 0 and floor["linear_rows"] == 16
+
+
 @pytest.mark.model
 @pytest.mark.skipif(not (bench_compress.DEFAULT_DATA / "train.jsonl").exists(), reason="needs shared/data/gsm8k")
 def test_dry_run_reports_the_ratio_to_one_pass(tmp_path):
@@ -32,3 +41,5 @@ def test_dry_run_reports_the_ratio_to_one_pass(tmp_path):
     for row in report["runs"]:
         assert row["ours_over_one_pass"] == pytest.approx(row["wall_s_best"] / report["one_pass_s"], rel=0.02)
         assert row["ours_over_chunked_pass"] == pytest.approx(row["wall_s_best"] / report["chunked_pass_s"], rel=0.02)
+        assert row["ours_over_linear_floor"] == pytest.approx(row["wall_s_best"] / report["linear_floor_s"], rel=0.05)
+    assert report["linear_gflops_per_s"] > 0

@@ -1,0 +1,81 @@
+"""The fp32 CPU path's prepacked linear layers (lingua_compress.cpu_kernels): the same scores within rounding, the
+same compressions, chosen automatically where the ops exist, all-or-nothing, and an off switch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lingua_compress import Compressor, cpu_kernels
+from lingua_compress.errors import ConfigError
+from lingua_compress.scoring import CausalLMScorer
+from tiny import CORPUS, save_tiny_model, tiny_model, tiny_scorer
+
+TEXT = " ".join(CORPUS) * 3
+needs_ops = pytest.mark.skipif(not cpu_kernels.available(), reason="this torch build has no oneDNN packed linear")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(save_tiny_model(tmp_path_factory.mktemp("packed") / "m"))
+
+
+def scorer(path, **kwargs):
+    return CausalLMScorer(path, device="cpu", dtype="float32", **kwargs)
+
+
+def nll(s):
+    return s.token_nll(s.tokenize(TEXT)[0])
+
+
+@needs_ops
+def test_packed_scores_match_atens_within_rounding(model_dir):
+    packed, aten = scorer(model_dir), scorer(model_dir, packed_linear=False)
+    assert packed.backend.linear_kernel == "onednn-packed" and aten.backend.linear_kernel == "aten"
+    assert not any(type(m) is torch.nn.Linear for m in packed._body.modules())
+    assert any(isinstance(m, cpu_kernels.PackedLinear) for m in packed._body.modules())
+    a, b = nll(packed), nll(aten)
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+    ca = Compressor(scorer=packed).compress(TEXT, 0.3)
+    cb = Compressor(scorer=aten).compress(TEXT, 0.3)
+    assert ca.text == cb.text and ca.backend.linear_kernel == "onednn-packed"
+
+
+@needs_ops
+def test_the_packed_model_still_generates(model_dir):
+    packed, aten = scorer(model_dir), scorer(model_dir, packed_linear=False)
+    ids = torch.as_tensor(packed.tokenize(TEXT)[0][:30])[None]
+    with torch.inference_mode():
+        np.testing.assert_allclose(packed.loaded.model(ids).logits.numpy(), aten.loaded.model(ids).logits.numpy(),
+                                   atol=1e-4, rtol=1e-4)
+
+
+@needs_ops
+def test_packing_is_all_or_nothing(monkeypatch):
+    model = tiny_model()
+    calls = iter(range(1000))
+    monkeypatch.setattr(cpu_kernels.PackedMatrix, "agrees_with", lambda self, w, b: next(calls) != 3)
+    assert cpu_kernels.pack_linears(model, 16) == 0
+    assert not any(isinstance(m, cpu_kernels.PackedLinear) for m in model.modules())
+    monkeypatch.undo()
+    linears = sum(type(m) is torch.nn.Linear for m in model.modules())
+    assert cpu_kernels.pack_linears(model, 16) == linears > 0
+
+
+def test_without_the_ops_aten_runs(model_dir, monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    s = scorer(model_dir)
+    assert s.backend.linear_kernel == "aten" and "onednn" not in str(s.backend)
+    assert any(type(m) is torch.nn.Linear for m in s._body.modules())
+    assert np.isfinite(nll(s)).all()
+
+
+def test_a_model_handed_in_is_left_alone_and_bad_values_are_config_errors():
+    given = tiny_scorer()  # a LoadedModel handed in: the caller may train or save it, so it is never packed
+    assert given.backend.linear_kernel == "aten"
+    assert not any(isinstance(m, cpu_kernels.PackedLinear) for m in given.loaded.model.modules())
+    with pytest.raises(ConfigError, match="packed_linear='yes'"):
+        Compressor(packed_linear="yes")
+    with pytest.raises(ConfigError, match="packed_linear=True"):
+        CausalLMScorer(loaded=given.loaded, packed_linear=True)
