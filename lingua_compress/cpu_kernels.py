@@ -12,6 +12,7 @@ checked against ``F.linear`` on a probe when packed, and anything missing or off
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from torch.nn import functional as F
 
 KERNELS = ("onednn-packed", "aten")
 _PROBE_ROWS = 8
+_malloc_trim: Any = None  # glibc's, looked up on first use; False where there is none
 _TOLERANCE = 1e-3  # of the output's scale: reordering a sum of 2k fp32 products moves it by ~1e-6 of it
 
 
@@ -73,25 +75,46 @@ def packable(module: nn.Module) -> bool:
 
 
 def pack_linears(model: nn.Module, rows: int) -> int:
-    """Replace every plain fp32 CPU ``nn.Linear`` under ``model`` by a :class:`PackedLinear`, all or none: returns
-    how many were replaced (0 where the ops are missing or any layer disagrees with ``F.linear``). The original
-    weights are released, so memory does not grow."""
+    """Replace each plain fp32 CPU ``nn.Linear`` under ``model`` by a :class:`PackedLinear`, one at a time so the
+    original weight is released before the next is copied (packing all first would hold both, +400 MB for the
+    default scorer). A layer whose packed output disagrees with ``F.linear`` on a probe keeps ATen's kernel.
+    Returns how many were replaced (0 where the ops are missing)."""
     if not available():
         return 0
-    swaps: list[tuple[nn.Module, str, PackedLinear]] = []
-    try:
-        for parent in model.modules():
-            for name, child in parent.named_children():
-                if packable(child):
-                    matrix = PackedMatrix(child.weight, rows, child.bias)
-                    if not matrix.agrees_with(child.weight, child.bias):
-                        return 0
-                    swaps.append((parent, name, PackedLinear(matrix)))
-    except RuntimeError:  # an op this build lacks for these shapes: keep ATen's
-        return 0
-    for parent, name, packed in swaps:
-        setattr(parent, name, packed)
-    return len(swaps)
+    slots = [(parent, name) for parent in model.modules() for name, child in parent.named_children()
+             if packable(child)]
+    replaced = 0
+    for parent, name in slots:
+        child = getattr(parent, name)
+        try:
+            matrix = PackedMatrix(child.weight, rows, child.bias)
+        except RuntimeError:  # an op this build lacks for this shape: keep ATen's
+            continue
+        if matrix.agrees_with(child.weight, child.bias):
+            setattr(parent, name, PackedLinear(matrix))
+            replaced += 1
+        del child, matrix
+        release_freed_memory()
+    return replaced
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS. The weights released here sit in glibc's arena, which oneDNN's own
+    allocations do not reuse: without this the packed model measured 400 MB more resident (1.72 vs 1.32 GB)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+def count_linears(model: nn.Module) -> tuple[int, int]:
+    """(packed, still ATen's) linear layers under ``model``."""
+    packed = sum(isinstance(m, PackedLinear) for m in model.modules())
+    return packed, sum(type(m) is nn.Linear for m in model.modules())
 
 
 def pack_matrix(weight: torch.Tensor, rows: int) -> Any:

@@ -120,7 +120,10 @@ class CausalLMScorer:
             self._base_head = self._head.to(self._dtype)
         self._base_width = int(self._base_head.shape[0])
         self._base_matmul = self._pack(packed_linear is not False and loaded is None)
-        kernel = "onednn-packed" if self._base_matmul is not None else "aten"
+        from .cpu_kernels import count_linears  # imports torch: not at package import
+
+        packed, plain = count_linears(self._body)
+        kernel = "aten" if not packed else "onednn-packed" if not plain else f"onednn-packed {packed}/{packed + plain}"
         self.backend = Backend(str(self._head.device), _dtype_name(self._dtype), cpu_bf16_feature(),
                                self.loaded.requested_dtype, _dtype_name(table.weight.dtype), kernel)
 
@@ -137,6 +140,7 @@ class CausalLMScorer:
             return lambda h: h @ self._base_head.T
         matmul = cpu_kernels.pack_matrix(self._base_head, PACK_ROWS)
         self._base_head = None  # the packed copy replaces it (80 MB for the default scorer)
+        cpu_kernels.release_freed_memory()
         return matmul
 
     def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
