@@ -120,12 +120,8 @@ class CausalLMScorer:
             self._base_head = self._head.to(self._dtype)
         self._base_width = int(self._base_head.shape[0])
         self._base_matmul = self._pack(packed_linear is not False and loaded is None)
-        from .cpu_kernels import count_linears  # imports torch: not at package import
-
-        packed, plain = count_linears(self._body)
-        kernel = "aten" if not packed else "onednn-packed" if not plain else f"onednn-packed {packed}/{packed + plain}"
         self.backend = Backend(str(self._head.device), _dtype_name(self._dtype), cpu_bf16_feature(),
-                               self.loaded.requested_dtype, _dtype_name(table.weight.dtype), kernel)
+                               self.loaded.requested_dtype, _dtype_name(table.weight.dtype), self._kernel_name())
 
     def _pack(self, wanted: bool) -> Any:
         """Pack the body's linear layers and the restricted head for oneDNN where wanted and possible; the head's
@@ -142,6 +138,12 @@ class CausalLMScorer:
         self._base_head = None  # the packed copy replaces it (80 MB for the default scorer)
         cpu_kernels.release_freed_memory()
         return matmul
+
+    def _kernel_name(self) -> str:
+        from .cpu_kernels import count_linears  # imports torch: not at package import
+
+        packed, plain = count_linears(self._body)
+        return "aten" if not packed else "onednn-packed" if not plain else f"onednn-packed {packed}/{packed + plain}"
 
     def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
