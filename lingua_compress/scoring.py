@@ -125,7 +125,7 @@ class CausalLMScorer:
 
     def _pack(self, wanted: bool) -> Any:
         """Pack the body's linear layers and the restricted head for oneDNN where wanted and possible; the head's
-        packed matmul, or None where ATen's kernels run."""
+        packed matmul, or None where the head stays a plain matmul."""
         from . import cpu_kernels
 
         if not wanted or self._dtype != self._torch.float32 or self._head.device.type != "cpu":
@@ -133,7 +133,7 @@ class CausalLMScorer:
         if not cpu_kernels.pack_linears(self._body, PACK_ROWS):
             return None
         if self.vocab != "restricted":  # the full head is the tied table itself: a packed copy would double it
-            return lambda h: h @ self._base_head.T
+            return None
         matmul = cpu_kernels.pack_matrix(self._base_head, PACK_ROWS)
         self._base_head = None  # the packed copy replaces it (80 MB for the default scorer)
         cpu_kernels.release_freed_memory()
