@@ -8,7 +8,10 @@ are the question-agnostic pipeline's.
    instead of perplexity, ``reorder`` places them, and ``dynamic_ratio`` prunes the more relevant ones less.
 2. **Contrastive word scores** (fine). A token scores its NLL without the question minus its NLL with the question
    in front, so words the question makes predictable (its topic, common words included) rank high and are kept.
-3. **Recovery** of the names the target copies from the compressed text: :mod:`lingua_compress.recovery`.
+3. **Names whole**: the words of a capitalised run ("Pippa Middleton", "Archana Puran Singh") share the run's best
+   score, so the token pass keeps a name whole or drops it whole. A surname is predictable after its first name and
+   scored low alone; answers to factoid questions are such names, and half a name is not the answer.
+4. **Recovery** of the names the target copies from the compressed text: :mod:`lingua_compress.recovery`.
 
 Cost: one extra scoring pass at most. The ranking pass forwards each document with the question after it, in one
 forward; the same pass gives the document's tokens their NLL without the question (the first term of the
@@ -39,6 +42,11 @@ from .segment import Segmented
 
 if TYPE_CHECKING:
     from .scoring import Scorer, ScoringSession
+
+# The lower-case words a name can carry between two capitalised ones ("Ludwig van Beethoven", "Rookie of the Year").
+_NAME_PARTICLES = frozenset({"da", "de", "del", "della", "der", "di", "du", "la", "le", "van", "von", "bin", "ibn",
+                             "al", "y", "of", "the"})
+_MAX_PARTICLES = 2
 
 # LongLLMLingua's ranking prompt: the question, then this line, scored after each document.
 RANK_HINT = " We can get the answer to this question in the given documents."
@@ -187,3 +195,38 @@ def dynamic_shares(costs: np.ndarray, relevance: np.ndarray, share: float, sprea
         else:
             hi = mid
     return np.clip(hi + offsets, 0.0, 1.0)
+
+
+def name_runs(seg: Segmented) -> list[np.ndarray]:
+    """Runs of two or more consecutive capitalised words within one sentence, with up to two particles ("van",
+    "of the") between two of them: the units of each run, in order."""
+    runs: list[np.ndarray] = []
+    run: list[int] = []
+    pending: list[int] = []  # particles after the run, joined only if a capitalised word follows them
+    for u in range(seg.n_units):
+        if run and seg.unit_sentence[u] != seg.unit_sentence[run[-1]]:
+            _close(runs, run)
+            run, pending = [], []
+        word = seg.text[seg.unit_start[u] : seg.unit_end[u]]
+        if word[:1].isupper():  # units are words: punctuation and brackets are units of their own
+            run, pending = run + pending + [u], []
+        elif run and len(pending) < _MAX_PARTICLES and word.lower() in _NAME_PARTICLES:
+            pending.append(u)
+        else:
+            _close(runs, run)
+            run, pending = [], []
+    _close(runs, run)
+    return runs
+
+
+def _close(runs: list[np.ndarray], run: list[int]) -> None:
+    if len(run) > 1:
+        runs.append(np.array(run, dtype=np.int64))
+
+
+def cohere_names(seg: Segmented, rank: np.ndarray) -> np.ndarray:
+    """``rank`` with every unit of a name run (:func:`name_runs`) given the run's highest score."""
+    out = rank.copy()
+    for run in name_runs(seg):
+        out[run] = rank[run].max()
+    return out

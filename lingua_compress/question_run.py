@@ -78,7 +78,7 @@ class QuestionRun(_Run):
         ratio, groups = _quotas(costs, kinds, kind_target, alive, filler)
         if cfg.dynamic_ratio > 0 and not filler.any():  # with filler the parts chosen whole are kept whole anyway
             self._ramp(ratio, costs, alive & (kinds == B.CONTEXT))
-        rank = self.scores + np.where(seg.salient, SALIENT_LIFT, 0.0)
+        rank = Q.cohere_names(seg, self.scores + np.where(seg.salient, SALIENT_LIFT, 0.0))
         picker = QuotaPicker(costs, seg.protected, ratio, alive, groups)
         keep = np.zeros(seg.n_units, dtype=bool)
         for lo, hi in _part_windows(seg, costs, cfg.window_tokens):

@@ -33,6 +33,7 @@ from lingua_compress import (
 )
 from lingua_compress import question as Q
 from lingua_compress.question_run import longllmlingua_config
+from lingua_compress.segment import segment
 from fakes import FakeScorer
 from tiny import save_tiny_model
 
@@ -187,6 +188,39 @@ def test_budgets_are_met(copy, ratio):
     assert within(r), (r.compressed_tokens, r.result.target_tokens)
     t = copy.compress_documents(docs, "what do fox and elk eat?", target_tokens=60)
     assert abs(t.compressed_tokens - 60) <= 3
+
+
+# --- names kept whole -------------------------------------------------------------------------------------------
+
+def test_name_runs_are_capitalised_words_within_a_sentence():
+    text = ("Drummer Guy Patterson ( Archana Puran Singh ) met Ludwig van Beethoven in Rome. Pippa Middleton is "
+            "British. She met van Gogh and \"Nat King Cole\" of the club, won Rookie of the Year and wed Sophia of "
+            "Prussia of")
+    seg = segment(Prompt("Answer.", [text], "who?"))
+    runs = [[seg.text[seg.unit_start[u]:seg.unit_end[u]] for u in r] for r in Q.name_runs(seg)]
+    assert runs == [["Drummer", "Guy", "Patterson"], ["Archana", "Puran", "Singh"], ["Ludwig", "van", "Beethoven"],
+                    ["Pippa", "Middleton"], ["Nat", "King", "Cole"], ["Rookie", "of", "the", "Year"],
+                    ["Sophia", "of", "Prussia"]], runs  # "Rome." / "Pippa": two sentences; "of" at the end: no
+
+
+def test_a_name_shares_its_best_score():
+    seg = segment(Prompt("", ["the actor Pippa Middleton and Guy x."], "who?"))
+    rank = np.arange(seg.n_units, dtype=float)
+    out = Q.cohere_names(seg, rank)
+    names = Q.name_runs(seg)
+    assert len(names) == 1 and all(out[u] == rank[names[0]].max() for u in names[0])
+    rest = np.setdiff1d(np.arange(seg.n_units), names[0])
+    assert np.array_equal(out[rest], rank[rest]) and np.array_equal(rank, np.arange(seg.n_units))
+
+
+def test_a_surname_the_scorer_finds_predictable_is_kept_with_its_first_name(copy, monkeypatch):
+    # The question makes "Pippa" predictable (a high contrastive score); "Middleton" scores like every other word.
+    docs = ["cat dog owl ant bee cow pig hen ram eel jay koi emu yak Pippa Middleton fox elk."]
+    kept = words(copy.compress_documents(docs, "who is pippa?", ratio=0.4).documents[0])
+    assert "Pippa" in kept and "Middleton" in kept, kept
+    monkeypatch.setattr(Q, "cohere_names", lambda seg, rank: rank)
+    kept = words(copy.compress_documents(docs, "who is pippa?", ratio=0.4).documents[0])
+    assert "Pippa" in kept and "Middleton" not in kept, kept  # what the cohesion fixes
 
 
 # --- contrastive word scores ------------------------------------------------------------------------------------
