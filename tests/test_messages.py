@@ -176,6 +176,19 @@ def test_markdown_structure_survives_even_when_every_word_goes():
     assert (stats.code_blocks, stats.tables, stats.json_documents) == (2, 1, 0)
 
 
+def test_table_cells_lose_prose_and_the_table_keeps_its_shape():
+    table = ("| Strategy | Description |\n| --- | --- |\n"
+             "| Social media | Have an active presence on social platforms to share photos of dishes |\n"
+             "| Local SEO | See `seo.md` for the many search engine settings of the website |\n| Price | 48 |\n")
+    messages = [{"role": "assistant", "content": table}, {"role": "user", "content": "Which one first?"}]
+    with pytest.warns(BudgetWarning):
+        res = compress_messages(DropAll(), messages, 0.1)
+    out = res.messages[0]["content"]
+    assert out == ("| Strategy | Description |\n| --- | --- |\n| Social media |  |\n"
+                   "| Local SEO | See `seo.md` for the many search engine settings of the website |\n| Price | 48 |\n")
+    assert res.per_message[0].tables == 1
+
+
 def test_markdown_markers_stay_at_line_starts(tiny):
     messages = [{"role": "tool", "content": MARKDOWN}, {"role": "user", "content": "Which command?"}]
     out = compress_messages(tiny, messages, 0.6).messages[0]["content"]

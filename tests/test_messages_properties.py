@@ -289,3 +289,52 @@ def test_shape_pipeline_200(messages, ratio):
 def test_shape_tiny_model_20(tiny, messages, ratio):
     """20 generated message lists through the tiny model."""
     check_shape(tiny, messages, ratio)
+
+
+# ---- tables: header, delimiter and pipes identical; each body cell a subsequence of its words -------------------
+
+CELL_WORD = st.one_of(st.text(st.characters(categories=("L", "N")), min_size=1, max_size=8),
+                      st.sampled_from(["`x y`", "[a](b)", ",", "48", "3.5"]))
+CELL = st.lists(CELL_WORD, min_size=0, max_size=14).map(" ".join)
+
+
+@st.composite
+def markdown_table(draw) -> tuple[str, list[str], list[list[str]]]:
+    """Prose, a table, prose; and the table's lines and body cells."""
+    cols = draw(st.integers(1, 4))
+    outer = cols == 1 or draw(st.booleans())  # "| a | b |" or "a | b" (one column without pipes is no table)
+    rows = [[draw(CELL) for _ in range(cols)] for _ in range(draw(st.integers(1, 5)))]
+    line = (lambda cells: "| " + " | ".join(cells) + " |") if outer else (lambda cells: " | ".join(cells))
+    table = [line([f"Head{k}" for k in range(cols)]), line(["---"] * cols), *(line(r) for r in rows)]
+    return f"{draw(PROSE)}\n\n" + "\n".join(table) + f"\n\n{draw(PROSE)}", table, rows
+
+
+def check_table(compressor, case, ratio) -> None:
+    text, table, rows = case
+    messages = [{"role": "tool", "content": text}, {"role": "user", "content": "Which row matters?"}]
+    out = compress_messages(compressor, messages, ratio).messages[0]["content"]
+    at = out.find(table[0] + "\n" + table[1] + "\n")
+    assert at >= 0, (table[:2], out)
+    got = out[at:].split("\n")[:len(table)]
+    for row_in, row_out, cells in zip(table[2:], got[2:], rows):
+        assert row_out.count("|") == row_in.count("|"), (row_in, row_out)
+        cells_out = row_out.split("|")[1:-1] if row_in.startswith("|") else row_out.split("|")
+        assert len(cells_out) == len(cells)
+        for cell_in, cell_out in zip(cells, cells_out):
+            assert chars_in_order(cell_out, cell_in), (cell_in, cell_out)  # CJK characters are cut one by one
+    event("cut" if got != table else "kept")
+
+
+@pytest.mark.slow
+@_settings(1000)
+@given(markdown_table(), RATIO)
+def test_tables_halving_1000(case, ratio):
+    """1,000 generated markdown tables through the word-halving compressor."""
+    check_table(HALVING, case, ratio)
+
+
+@_settings(200)
+@given(markdown_table(), RATIO)
+def test_tables_pipeline_200(case, ratio):
+    """200 generated markdown tables through the real pipeline on the fake scorer."""
+    check_table(PIPELINE, case, ratio)

@@ -1,7 +1,8 @@
 """Structure-safe content: a text becomes pieces kept verbatim and prose slots the compressor may cut.
 
-Kept verbatim: fenced and indented code, table rows, link and URL text, inline code, HTML tags, markdown markers
-(headings, list items, quotes) and lines without words. JSON (a whole text, or a fenced ``json`` block) keeps its
+Kept verbatim: fenced and indented code, table headers, pipes and delimiter rows (only the prose of body cells is
+cut), link and URL text, inline code, HTML tags, markdown markers (headings, list items, quotes) and lines without
+words. JSON (a whole text, or a fenced ``json`` block) keeps its
 keys, numbers, literals, whitespace and escapes byte for byte: only long prose string values become slots, and
 their literals are rebuilt with ``json.dumps``, so the document always parses. Whatever is not recognised as
 prose is kept: over-keeping costs tokens, mangling structure costs correctness.
@@ -181,9 +182,30 @@ class Splitter:
             return self._text_line(lines[0])
         if kind == "indented":
             self.counts.code_blocks += int(prev_blank)  # after text, indented lines continue it: kept, not counted
-        elif kind == "table":
-            self.counts.tables += int(_is_table(lines))
+        elif kind == "table" and _is_table(lines):
+            self.counts.tables += 1
+            return self._table(lines)
         return [Keep("".join(lines))]
+
+    def _table(self, lines: list[str]) -> list[Piece]:
+        """A table keeps its header row, delimiter row and every pipe; only the prose inside body cells is cut.
+        A cell with inline code, a link or an escaped pipe is kept whole: its pipes and spans must not move."""
+        pieces: list[Piece] = [Keep(lines[0])]
+        for line in lines[1:]:
+            if _TABLE_DELIMITER.fullmatch(line.rstrip("\r\n")) or "\\|" in line:
+                pieces.append(Keep(line))
+                continue
+            cells = line.split("|")
+            edges = (not line.lstrip().startswith("|"), not line.rstrip().endswith("|"))  # outer cells without pipes
+            for k, cell in enumerate(cells):
+                is_cell = 0 < k < len(cells) - 1 or (k == 0 and edges[0]) or (k == len(cells) - 1 and edges[1])
+                if is_cell and not _inline_spans(cell.strip()):
+                    pieces += self._fragment(cell)
+                else:
+                    pieces.append(Keep(cell))
+                if k < len(cells) - 1:
+                    pieces.append(Keep("|"))
+        return pieces
 
     def _fenced(self, lines: list[str], info: str) -> list[Piece]:
         closed = len(lines) > 1 and _is_close(lines[-1], lines[0])
