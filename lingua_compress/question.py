@@ -209,7 +209,8 @@ def name_runs(seg: Segmented) -> list[np.ndarray]:
             run, pending = [], []
         word = seg.text[seg.unit_start[u] : seg.unit_end[u]]
         if word[:1].isupper():  # units are words: punctuation and brackets are units of their own
-            run, pending = run + pending + [u], []
+            run += pending + [u]  # in place: an all-capitals text is one long run
+            pending = []
         elif run and len(pending) < _MAX_PARTICLES and word.lower() in _NAME_PARTICLES:
             pending.append(u)
         else:
