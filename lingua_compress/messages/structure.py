@@ -2,9 +2,9 @@
 
 Kept verbatim: fenced and indented code, table headers, pipes and delimiter rows (only the prose of body cells is
 cut), link and URL text, inline code, HTML tags, markdown markers (headings, list items, quotes) and lines without
-words. JSON (a whole text, or a fenced ``json`` block) keeps its
-keys, numbers, literals, whitespace and escapes byte for byte: only long prose string values become slots, and
-their literals are rebuilt with ``json.dumps``, so the document always parses. Whatever is not recognised as
+words. JSON (a whole text, or a fenced ``json`` block) keeps its keys, numbers, literals, whitespace and escapes
+byte for byte: only long prose string values become slots, and their literals are rebuilt with ``json.dumps``, so
+the document always parses. Whatever is not recognised as
 prose is kept: over-keeping costs tokens, mangling structure costs correctness.
 """
 
