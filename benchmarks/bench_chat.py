@@ -47,8 +47,9 @@ ROLES = {"human": "user", "gpt": "assistant"}
 SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
 ASSISTANT_OPEN = "<|im_start|>assistant\n"
 METHODS = ("ours", "truncate", "llmlingua")
+ABLATIONS = ("ours-flat",)  # ours with the budget shared evenly over older turns (no recency ramp, no short turns)
 BASELINES = (("full", 1.0), ("no-history", 0.0))
-COMPARE = ("truncate", "llmlingua")
+COMPARE = ("truncate", "llmlingua", "ours-flat")
 NO_HISTORY_NOTE = ("no-history (retention 0) keeps the last user turn: without it the reply answers nothing; "
                    "every method keeps it too and compresses the turns before it")
 
@@ -105,7 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="JSONL: id, conversations [{from, value}]")
     ap.add_argument("--target", default="qwen1.5b", help="qwen1.5b, qwen0.5b or embedded")
     ap.add_argument("--n", type=int, default=None, help="conversations (default 100; 3 with --dry)")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"of {METHODS + ABLATIONS}")
     ap.add_argument("--ratios", default=None, help="ratios of the history's content tokens (default 0.5,0.3; 0.5 dry)")
     ap.add_argument("--seed", type=int, default=0, help="which conversations: their order is shuffled with it")
     ap.add_argument("--max-context", type=int, default=None,
@@ -128,8 +129,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.min_history = args.min_history if args.min_history is not None else (24 if args.dry else 64)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.ratios = [float(r) for r in (args.ratios or ("0.5" if args.dry else "0.5,0.3")).split(",") if r]
-    if bad := [m for m in args.methods if m not in METHODS]:
-        ap.error(f"unknown methods {bad}; choose from {METHODS}")
+    if bad := [m for m in args.methods if m not in METHODS + ABLATIONS]:
+        ap.error(f"unknown methods {bad}; choose from {METHODS + ABLATIONS}")
     if any(not 0 < r <= 1 for r in args.ratios):
         ap.error("ratios must be in (0, 1]")
     if not 0 < args.max_context <= 4000:  # LlamaTarget's context is 4096 tokens
@@ -280,6 +281,8 @@ def verdict(rows: list[dict], ratio: float = 0.5) -> dict[str, Any]:
     out: dict[str, Any] = {"ratio": ratio, "n": ours["n"], "retention": ours["retention"],
                            "retention_at_least_0.9": ours["retention"] >= 0.9}
     for other, d in ours.get("vs", {}).items():
+        if other in ABLATIONS:
+            continue
         out[f"vs_{other}"] = {"diff": d["diff"], "ci": [d["ci_low"], d["ci_high"]], "not_below": d["diff"] >= 0,
                               "above_with_95": d["ci_low"] > 0}
     return out

@@ -75,18 +75,20 @@ def truncate(history: Messages, ratio: float, count: Count) -> Messages:
 
 
 class Ours:
-    def __init__(self, model: str | None = None) -> None:
-        from lingua_compress import Compressor
+    def __init__(self, model: str | None = None, **config: object) -> None:
+        from lingua_compress import Compressor, MessagesConfig
 
         self.compressor = Compressor(model)
         self.compressor.scorer  # load now: compression seconds exclude the model load
+        self.config = MessagesConfig(**config)
 
     def __call__(self, history: Messages, ratio: float, count: Count) -> Messages:
         from lingua_compress import BudgetWarning
 
         with warnings.catch_warnings():  # an overshoot is measured (achieved ratio), not warned about per item
             warnings.simplefilter("ignore", BudgetWarning)
-            res = self.compressor.compress_messages(history, ratio, target_tokenizer=lambda t: [0] * count(t))
+            res = self.compressor.compress_messages(history, ratio, config=self.config,
+                                                    target_tokenizer=lambda t: [0] * count(t))
         return res.messages
 
 
@@ -143,14 +145,19 @@ class LLMLinguaChat:
         return [{**m, "content": p} for m, p in zip(history[:-1], pieces) if p] + history[-1:]
 
 
+# The budget as compress_messages shared it before its recency ramp and short-user-turn rule: an ablation.
+FLAT = {"recency": 1.0, "keep_user_tokens": 0}
+
+
 def fingerprint(method: str) -> str:
     """Changes when a method's code (or library) changes, so only that method's results are recomputed."""
-    if method == "ours":
+    if method in ("ours", "ours-flat"):
         import lingua_compress
 
         root = Path(lingua_compress.__file__).parent
         code = inspect.getsource(Ours) + "".join(
             p.read_text() for p in sorted([*root.glob("*.py"), *root.glob("messages/*.py")]))
+        code += repr(FLAT) if method == "ours-flat" else ""
     elif method == "llmlingua":
         from importlib.metadata import version
 
@@ -167,6 +174,8 @@ def fingerprint(method: str) -> str:
 def make_method(method: str, cache: Path) -> Callable[[Messages, float, Count], Messages]:
     if method == "ours":
         return Ours()
+    if method == "ours-flat":
+        return Ours(**FLAT)
     if method == "llmlingua":
         return LLMLinguaChat(cache)
     return {"truncate": truncate, "full": full_history, "no-history": no_history}[method]

@@ -100,6 +100,15 @@ def test_dry_defaults_drop_llmlingua_and_shrink_the_run():
     assert args.target == "embedded" and "llmlingua" not in args.methods and args.n == 3 and args.ratios == [0.5]
 
 
+def test_the_flat_ablation_is_accepted_and_fingerprinted_apart():
+    from chat_methods import fingerprint
+
+    assert parse_args(["--methods", "ours,ours-flat"]).methods == ["ours", "ours-flat"]
+    assert fingerprint("ours") != fingerprint("ours-flat")
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "ours-steep"])
+
+
 @pytest.mark.model
 def test_dry_run_is_paired_reports_and_resumes(tmp_path):
     import bench_chat

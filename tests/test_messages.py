@@ -87,6 +87,56 @@ def test_role_ratios_compress_system_and_last_user_lightly_when_configured(tiny)
     assert res.per_message[2].budget_ratio < 0.6
 
 
+def _alternating(turns: int) -> list[dict]:
+    older = [{"role": "assistant" if i % 2 else "user", "content": PROSE * 2} for i in range(turns)]
+    return [*older, {"role": "user", "content": LAST}]
+
+
+def test_newer_turns_keep_more_of_their_prose_than_older_ones(tiny):
+    messages = _alternating(5)
+    res = compress_messages(tiny, messages, 0.4)
+    asked = [s.budget_ratio for s in res.per_message[:-1]]
+    assert asked == sorted(asked) and asked[0] < 0.5 * asked[-1]
+    kept = [s.kept_ratio for s in res.per_message[:-1]]
+    assert kept[-1] > kept[0]
+    assert abs(res.compressed_tokens - res.target_tokens) <= max(0.05 * res.target_tokens, 5)
+    flat = compress_messages(tiny, messages, 0.4, config=MessagesConfig(recency=1.0))
+    even = [s.budget_ratio for s in flat.per_message[:-1]]
+    assert max(even) - min(even) < 0.1  # only the carried misses differ
+    assert abs(flat.compressed_tokens - flat.target_tokens) <= max(0.05 * flat.target_tokens, 5)
+
+
+def test_a_short_older_user_turn_is_kept_whole(tiny):
+    task = "Write a short poem about the sea, please."
+    messages = [{"role": "user", "content": task}, {"role": "assistant", "content": PROSE * 3},
+                {"role": "user", "content": LAST}]
+    res = compress_messages(tiny, messages, 0.5)
+    assert res.messages[0]["content"] == task and res.per_message[0].budget_ratio == 1.0
+    off = compress_messages(tiny, messages, 0.5, config=MessagesConfig(keep_user_tokens=0))
+    assert off.per_message[0].budget_ratio < 1.0 and off.messages[0]["content"] != task
+
+
+def test_short_user_turns_kept_whole_cost_at_most_a_quarter_of_the_budget(tiny):
+    ask = "Tell me more about that part."
+
+    class Recording:
+        scorer, asked = tiny.scorer, 0
+
+        def compress(self, prompt, ratio=None, **kw):
+            self.asked += ask in str(prompt.demonstrations)
+            return tiny.compress(prompt, ratio, **kw)
+
+    messages = [m for _ in range(30) for m in ({"role": "user", "content": ask},
+                                               {"role": "assistant", "content": PROSE})]
+    messages.append({"role": "user", "content": LAST})
+    fake = Recording()
+    res = compress_messages(fake, messages, 0.2)
+    whole = [i for i, m in enumerate(res.messages[:-1]) if m["role"] == "user" and m["content"] == ask]
+    assert 0 < len(whole) and fake.asked > 0  # some kept by rule, the rest went to the compressor
+    cost = sum(res.per_message[i].compressed_tokens for i in whole)
+    assert cost <= 0.25 * res.target_tokens + len(fake.scorer.tokenize(ask)[0])  # at most one more kept as a share
+
+
 def test_spare_budget_lifts_the_pinned_messages_back_to_verbatim(tiny):
     cfg = MessagesConfig(system_ratio=0.5)
     res = compress_messages(tiny, chat(), 1.0, config=cfg)
@@ -307,6 +357,9 @@ def test_bad_messages_name_the_index_and_what_is_accepted(tiny, messages, match)
     ({"last_user_ratio": 1.5}, r"last_user_ratio=1.5"),
     ({"last_user_ratio": True}, r"last_user_ratio=True"),
     ({"min_words": 0}, r"min_words=0 is not accepted: give an int >= 1"),
+    ({"recency": 0.0}, r"recency=0.0 is not accepted: give a number in \(0, 1\]"),
+    ({"recency": float("nan")}, r"recency=nan"),
+    ({"keep_user_tokens": -1}, r"keep_user_tokens=-1 is not accepted: give an int >= 0"),
     ({"json_min_words": 2.5}, r"json_min_words=2.5"),
     ({"keep_code": "yes"}, r"keep_code='yes' is not accepted: give True or False"),
     ({"compress_json": 1}, r"compress_json=1"),

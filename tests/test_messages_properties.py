@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from lingua_compress import Compressor, MessagesConfig, Prompt, compress_messages
+from lingua_compress.messages.compress import ramp
 from lingua_compress.result import CompressionResult, Timings
 from fakes import FakeScorer
 
@@ -338,3 +339,15 @@ def test_tables_halving_1000(case, ratio):
 def test_tables_pipeline_200(case, ratio):
     """200 generated markdown tables through the real pipeline on the fake scorer."""
     check_table(PIPELINE, case, ratio)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.integers(0, 600), max_size=14), st.floats(0.05, 1.0), st.floats(0.0, 1.0))
+def test_ramp_spends_the_budget_and_a_newer_message_keeps_no_less(sizes, recency, frac):
+    weights = [recency ** age for age in range(len(sizes))]
+    budget = frac * sum(sizes)
+    shares = ramp(sizes, weights, budget)
+    assert sum(shares) == pytest.approx(budget, rel=1e-9, abs=1e-6)
+    assert all(0.0 <= s <= n + 1e-9 for s, n in zip(shares, sizes))
+    kept = [s / n for s, n in zip(shares, sizes) if n]
+    assert all(a >= b - 1e-9 for a, b in zip(kept, kept[1:]))

@@ -1,8 +1,9 @@
 """compress_messages: a chat message list to a budget, role-aware and structure-safe.
 
-Budget: system prompts and the last user turn keep at least their configured share of their prose; code, tables,
-JSON structure and non-text parts cost what they cost; every other message (older turns, assistant replies, tool
-outputs) shares what is left, newest first, each message's miss carried to the next so the total lands near it.
+Budget: system prompts and the last user turn keep at least their configured share of their prose, short older user
+turns are kept; code, tables, JSON structure and non-text parts cost what they cost; every other message (older
+turns, assistant replies, tool outputs) shares what is left on a recency ramp, newest first, each message's miss
+carried to the next so the total lands near it.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def _pinned(messages: list[dict[str, Any]], cfg: MessagesConfig) -> dict[int, fl
 
 def _run(compressor: Any, plans: list[_Plan], pinned: dict[int, float], target: float, cfg: MessagesConfig,
          tokenizer: Any, counter: TokenCounter) -> None:
+    pinned = pinned | _short_users(plans, pinned, target, cfg)
     fixed = sum(max(0, p.original_tokens - p.prose_tokens) for p in plans)
     floor = sum(r * plans[i].prose_tokens for i, r in pinned.items())
     free = [p for p in reversed(plans) if p.index not in pinned]  # newest first: the oldest absorb the misses
@@ -121,11 +123,54 @@ def _run(compressor: Any, plans: list[_Plan], pinned: dict[int, float], target: 
     for i, r in pinned.items():
         _compress(compressor, plans[i], (r + lift * (1 - r)) * plans[i].prose_tokens, cfg, tokenizer, counter)
     budget = min(max(room, 0.0), float(free_prose))
-    left = free_prose
-    for plan in free:
-        share = budget * plan.prose_tokens / left if left else 0.0
+    weights = _weights([p.prose_tokens for p in free], cfg.recency)
+    for k, plan in enumerate(free):
+        share = ramp([p.prose_tokens for p in free[k:]], weights[k:], budget)[0]
         budget = max(0.0, budget - _compress(compressor, plan, share, cfg, tokenizer, counter))
-        left -= plan.prose_tokens
+
+
+_MAX_AGE = 60  # past this many steps the weights would underflow; messages that old share alike
+
+
+def _weights(sizes: list[int], recency: float) -> list[float]:
+    """recency ** age, newest first, where age counts only newer messages with prose: "ok" or a code-only reply
+    (nothing to cut) does not push the turns before it further back."""
+    weights, age = [], 0
+    for n in sizes:
+        weights.append(recency ** min(age, _MAX_AGE))
+        age += n > 0
+    return weights
+
+
+def ramp(sizes: Sequence[int], weights: Sequence[float], budget: float) -> list[float]:
+    """Token shares of ``budget``: message i keeps ``min(1, c * weights[i])`` of its size, c set so they sum to it.
+
+    ``weights`` must not increase along the list (newest first), so the messages that keep all of themselves are a
+    prefix; the rest share what they leave in proportion to weight x size.
+    """
+    # Suffix sums, smallest terms first: subtracting from the total would cancel away the old messages' weights.
+    mass = [0.0] * (len(sizes) + 1)
+    for i in range(len(sizes) - 1, -1, -1):
+        mass[i] = mass[i + 1] + weights[i] * sizes[i]
+    shares, left = [0.0] * len(sizes), float(budget)
+    for i, (n, w) in enumerate(zip(sizes, weights)):
+        c = left / mass[i] if mass[i] > 0 else 0.0
+        if c * w < 1.0:
+            return shares[:i] + [min(float(m), c * v * m) for m, v in zip(sizes[i:], weights[i:])]
+        shares[i], left = float(n), left - n
+    return shares
+
+
+def _short_users(plans: list[_Plan], pinned: dict[int, float], target: float, cfg: MessagesConfig) -> dict[int, float]:
+    """Older user turns short enough to keep whole, shortest first, within a quarter of the budget."""
+    short = sorted((p for p in plans if p.role == "user" and p.index not in pinned
+                    and 0 < p.prose_tokens <= cfg.keep_user_tokens), key=lambda p: (p.prose_tokens, -p.index))
+    kept, cost = {}, 0
+    for p in short:
+        if cost + p.prose_tokens > 0.25 * target:
+            break
+        kept[p.index], cost = 1.0, cost + p.prose_tokens
+    return kept
 
 
 def _compress(compressor: Any, plan: _Plan, budget: float, cfg: MessagesConfig, tokenizer: Any,

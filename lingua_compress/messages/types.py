@@ -25,6 +25,12 @@ class MessagesConfig:
         system_ratio: the prose of system messages keeps at least this share of its tokens (1.0: verbatim).
         last_user_ratio: the prose of the last user message keeps at least this share (1.0: verbatim).
             Every other message (older turns, assistant replies, tool outputs) shares what is left of the budget.
+        recency: how that rest is shared: each step back in the history multiplies a message's share of its own
+            prose by this, newest first, a message keeping at most all of it (1.0: every older message keeps the
+            same share). The next reply leans most on the latest turns, so they are cut least.
+        keep_user_tokens: older user turns of at most this many prose tokens are kept verbatim ("now in French"
+            or the task itself costs little and steers every reply after it), as long as together they cost at
+            most a quarter of the budget; 0 turns this off.
         keep_code: keep fenced and indented code blocks verbatim; off, their bodies are compressed as prose.
         compress_json: compress long prose strings inside JSON documents; off, JSON is kept verbatim.
         min_words: prose pieces with fewer words are kept verbatim (headings, labels, short list items).
@@ -35,6 +41,8 @@ class MessagesConfig:
     system_roles: tuple[str, ...] = ("system", "developer")
     system_ratio: float = 1.0
     last_user_ratio: float = 1.0
+    recency: float = 0.5
+    keep_user_tokens: int = 32
     keep_code: bool = True
     compress_json: bool = True
     min_words: int = 4
@@ -44,6 +52,8 @@ class MessagesConfig:
     def __post_init__(self) -> None:
         self._real("system_ratio", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
         self._real("last_user_ratio", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
+        self._real("recency", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
+        self._integral("keep_user_tokens", lambda v: v >= 0, "an int >= 0")
         self._integral("min_words", lambda v: v >= 1, "an int >= 1")
         self._integral("json_min_words", lambda v: v >= 1, "an int >= 1")
         for name in ("keep_code", "compress_json"):
