@@ -145,6 +145,10 @@ class LLMLinguaChat:
         return [{**m, "content": p} for m, p in zip(history[:-1], pieces) if p] + history[-1:]
 
 
+# Modules compress_messages never runs (question-aware compression, documents, recovery, the CLI): a change there
+# does not redo ours' chat results.
+NOT_ON_THE_MESSAGES_PATH = frozenset({"question.py", "question_run.py", "documents.py", "recovery.py", "cli.py",
+                                      "__main__.py"})
 # The budget as compress_messages shared it before its recency ramp and short-user-turn rule: an ablation.
 FLAT = {"recency": 1.0, "keep_user_tokens": 0}
 
@@ -155,8 +159,8 @@ def fingerprint(method: str) -> str:
         import lingua_compress
 
         root = Path(lingua_compress.__file__).parent
-        code = inspect.getsource(Ours) + "".join(
-            p.read_text() for p in sorted([*root.glob("*.py"), *root.glob("messages/*.py")]))
+        files = [p for p in root.glob("*.py") if p.name not in NOT_ON_THE_MESSAGES_PATH] + [*root.glob("messages/*.py")]
+        code = inspect.getsource(Ours) + "".join(p.read_text() for p in sorted(files))
         code += repr(FLAT) if method == "ours-flat" else ""
     elif method == "llmlingua":
         from importlib.metadata import version
