@@ -47,9 +47,11 @@ ROLES = {"human": "user", "gpt": "assistant"}
 SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
 ASSISTANT_OPEN = "<|im_start|>assistant\n"
 METHODS = ("ours", "truncate", "llmlingua")
-ABLATIONS = ("ours-flat",)  # ours with the budget shared evenly over older turns (no recency ramp, no short turns)
+# Ours with other MessagesConfig settings: the budget shared evenly (no recency ramp, no short turns kept), and a
+# steeper ramp (recency 0.25).
+ABLATIONS = ("ours-flat", "ours-steep")
 BASELINES = (("full", 1.0), ("no-history", 0.0))
-COMPARE = ("truncate", "llmlingua", "ours-flat")
+COMPARE = ("truncate", "llmlingua", *ABLATIONS)
 NO_HISTORY_NOTE = ("no-history (retention 0) keeps the last user turn: without it the reply answers nothing; "
                    "every method keeps it too and compresses the turns before it")
 

@@ -151,17 +151,18 @@ NOT_ON_THE_MESSAGES_PATH = frozenset({"question.py", "question_run.py", "documen
                                       "__main__.py"})
 # The budget as compress_messages shared it before its recency ramp and short-user-turn rule: an ablation.
 FLAT = {"recency": 1.0, "keep_user_tokens": 0}
+VARIANTS = {"ours-flat": FLAT, "ours-steep": {"recency": 0.25}}  # ablations of ours' MessagesConfig
 
 
 def fingerprint(method: str) -> str:
     """Changes when a method's code (or library) changes, so only that method's results are recomputed."""
-    if method in ("ours", "ours-flat"):
+    if method == "ours" or method in VARIANTS:
         import lingua_compress
 
         root = Path(lingua_compress.__file__).parent
         files = [p for p in root.glob("*.py") if p.name not in NOT_ON_THE_MESSAGES_PATH] + [*root.glob("messages/*.py")]
         code = inspect.getsource(Ours) + "".join(p.read_text() for p in sorted(files))
-        code += repr(FLAT) if method == "ours-flat" else ""
+        code += repr(VARIANTS[method]) if method in VARIANTS else ""
     elif method == "llmlingua":
         from importlib.metadata import version
 
@@ -178,8 +179,8 @@ def fingerprint(method: str) -> str:
 def make_method(method: str, cache: Path) -> Callable[[Messages, float, Count], Messages]:
     if method == "ours":
         return Ours()
-    if method == "ours-flat":
-        return Ours(**FLAT)
+    if method in VARIANTS:
+        return Ours(**VARIANTS[method])
     if method == "llmlingua":
         return LLMLinguaChat(cache)
     return {"truncate": truncate, "full": full_history, "no-history": no_history}[method]
