@@ -151,7 +151,8 @@ NOT_ON_THE_MESSAGES_PATH = frozenset({"question.py", "question_run.py", "documen
                                       "__main__.py"})
 # The budget as compress_messages shared it before its recency ramp and short-user-turn rule: an ablation.
 FLAT = {"recency": 1.0, "keep_user_tokens": 0}
-VARIANTS = {"ours-flat": FLAT, "ours-steep": {"recency": 0.25}}  # ablations of ours' MessagesConfig
+# Ablations of ours' MessagesConfig (recency 0.25 by default): how steep should the ramp be?
+VARIANTS = {"ours-flat": FLAT, "ours-half": {"recency": 0.5}, "ours-steeper": {"recency": 0.1}}
 
 
 def fingerprint(method: str) -> str:
