@@ -145,9 +145,14 @@ class LLMLinguaChat:
         return [{**m, "content": p} for m, p in zip(history[:-1], pieces) if p] + history[-1:]
 
 
+# Modules compress_messages never runs (question-aware compression, documents, recovery, the CLI): a change there
+# does not redo ours' chat results.
+NOT_ON_THE_MESSAGES_PATH = frozenset({"question.py", "question_run.py", "documents.py", "recovery.py", "cli.py",
+                                      "__main__.py"})
 # The budget as compress_messages shared it before its recency ramp and short-user-turn rule: an ablation.
 FLAT = {"recency": 1.0, "keep_user_tokens": 0}
-VARIANTS = {"ours-flat": FLAT, "ours-steep": {"recency": 0.25}}  # ablations of ours' MessagesConfig
+# Ablations of ours' MessagesConfig (recency 0.25 by default): how steep should the ramp be?
+VARIANTS = {"ours-flat": FLAT, "ours-half": {"recency": 0.5}, "ours-steeper": {"recency": 0.1}}
 
 
 def fingerprint(method: str) -> str:
@@ -156,8 +161,8 @@ def fingerprint(method: str) -> str:
         import lingua_compress
 
         root = Path(lingua_compress.__file__).parent
-        code = inspect.getsource(Ours) + "".join(
-            p.read_text() for p in sorted([*root.glob("*.py"), *root.glob("messages/*.py")]))
+        files = [p for p in root.glob("*.py") if p.name not in NOT_ON_THE_MESSAGES_PATH] + [*root.glob("messages/*.py")]
+        code = inspect.getsource(Ours) + "".join(p.read_text() for p in sorted(files))
         code += repr(VARIANTS[method]) if method in VARIANTS else ""
     elif method == "llmlingua":
         from importlib.metadata import version

@@ -84,6 +84,9 @@ class CompressionConfig:
             this much above the context's share (most relevant) to this much below (least); total budget unchanged.
         contrastive: question-aware only: score words by contrastive surprisal (their surprisal without the
             question minus with it); False scores them by plain surprisal, the question then only ranks documents.
+        surprisal_weight: question-aware, contrastive only: a word scores its contrastive surprisal plus this times
+            its surprisal given the question, so a word still surprising after the question (an answer the
+            scorer did not expect, a name) is kept too; 0.0 is LongLLMLingua's contrast alone.
         question_hint: question-aware only: rank documents by the question followed by "We can get the answer to
             this question in the given documents." (LongLLMLingua's ranking prompt), not the question alone.
     """
@@ -104,6 +107,7 @@ class CompressionConfig:
     reorder: str = "none"
     dynamic_ratio: float = 0.0
     contrastive: bool = True
+    surprisal_weight: float = 0.5
     question_hint: bool = True
 
     def __post_init__(self) -> None:
@@ -113,6 +117,7 @@ class CompressionConfig:
         self._real("sentence_budget_factor", lambda v: v >= 1.0, "a finite number >= 1")
         self._real("tolerance", lambda v: 0.0 <= v < 0.5, "a number in [0, 0.5)")
         self._real("dynamic_ratio", lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+        self._real("surprisal_weight", lambda v: v >= 0.0, "a finite number >= 0")
         self._integral("window_tokens", lambda v: 16 <= v <= 8192, "an int in [16, 8192]")
         self._integral("tolerance_tokens", lambda v: v >= 0, "an int >= 0")
         for name in ("coarse", "coarse_sentences", "iterative", "protect_numbers", "question_aware", "contrastive",

@@ -7,7 +7,10 @@ are the question-agnostic pipeline's.
    off): a document that makes the question predictable is about it. The coarse stage keeps documents by relevance
    instead of perplexity, ``reorder`` places them, and ``dynamic_ratio`` prunes the more relevant ones less.
 2. **Contrastive word scores** (fine). A token scores its NLL without the question minus its NLL with the question
-   in front, so words the question makes predictable (its topic, common words included) rank high and are kept.
+   in front, so words the question makes predictable (its topic, common words included) rank high and are kept;
+   plus ``surprisal_weight`` (0.5) x its NLL with the question in front. Contrast alone ranks an answer the scorer
+   did not expect ("popularized by Sergio Leone" where it expects Savarkar) below the question's own words: the
+   question makes it no likelier, or less. Still being surprising after the question is information too.
 3. **Names whole**: the words of a capitalised run ("Pippa Middleton", "Archana Puran Singh") share the run's best
    score, so the token pass keeps a name whole or drops it whole. A surname is predictable after its first name and
    scored low alone; answers to factoid questions are such names, and half a name is not the answer.

@@ -134,8 +134,9 @@ class QuestionRun(_Run):
         sessions = any(0 < len(d.ids) <= self.chunk for d in docs) + sum(len(d.ids) > self.chunk for d in docs)
         n = sum(len(d.ids) for d in docs) + sessions * len(self.prefix.ids)
         with_question = self._timed(lambda: Q.conditioned_nll(self.scorer, self.prefix, docs, self.chunk), n)
+        w = self.cfg.surprisal_weight
         for p, doc, nll in zip(parts, docs, with_question):
-            self.scores[seg.unit_part == p] = doc.unit_scores(self.plain[p] - nll)
+            self.scores[seg.unit_part == p] = doc.unit_scores(self.plain[p] - nll + w * nll)
             self._contrasted.add(p)
 
     def _ramp(self, ratio: np.ndarray, costs: np.ndarray, live: np.ndarray) -> None:

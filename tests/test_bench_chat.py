@@ -106,7 +106,7 @@ def test_the_flat_ablation_is_accepted_and_fingerprinted_apart():
     assert parse_args(["--methods", "ours,ours-flat"]).methods == ["ours", "ours-flat"]
     assert fingerprint("ours") != fingerprint("ours-flat")
     with pytest.raises(SystemExit):
-        parse_args(["--methods", "ours-steep"])
+        parse_args(["--methods", "ours-sideways"])
 
 
 @pytest.mark.model

@@ -234,6 +234,21 @@ def test_contrastive_scores_keep_the_question_words_of_a_document(copy):
     assert plain.compress_documents(docs, "fox elk koi?", ratio=0.5).documents[0] != r.documents[0]
 
 
+def test_surprisal_weight_lifts_words_the_question_does_not_predict():
+    # CopyScorer: a question word is predictable after the question (contrast ~5.5, surprisal given it 0.5); every
+    # other first occurrence is not (contrast 0, surprisal ~6). Weight 3 puts the second kind first.
+    docs = ["fox elk koi yak emu cat dog owl ant bee cow pig hen ram eel jay."]
+    asked = {"fox", "elk", "koi", "yak", "emu"}
+
+    def kept(weight):
+        c = Compressor(scorer=CopyScorer(), config=CompressionConfig(surprisal_weight=weight))
+        return set(words(c.compress_documents(docs, "fox elk koi yak emu?", ratio=0.5).documents[0]))
+
+    assert asked <= kept(0.0)
+    lifted = kept(3.0)
+    assert len(asked & lifted) < len(asked) and len(lifted - asked - {"."}) > len(kept(0.0) - asked - {"."})
+
+
 def test_one_extra_pass_at_most_and_dropped_documents_are_not_scored_twice():
     scorer = CopyScorer()
     c = Compressor(scorer=scorer)
@@ -348,6 +363,8 @@ def test_the_config_applies_only_where_there_is_a_question(fake):
 @pytest.mark.parametrize("kwargs,match", [
     ({"reorder": "sorted"}, "reorder='sorted'"), ({"dynamic_ratio": -0.1}, "dynamic_ratio=-0.1"),
     ({"question_aware": "on"}, "question_aware='on'"), ({"contrastive": None}, "contrastive=None"),
+    ({"surprisal_weight": -0.5}, r"surprisal_weight=-0.5 is not accepted: give a finite number >= 0"),
+    ({"surprisal_weight": float("inf")}, "surprisal_weight=inf"),
 ])
 def test_config_fields_are_validated(kwargs, match):
     with pytest.raises(ConfigError, match=match):
