@@ -32,6 +32,14 @@ def target_count():
     return lambda text: len(tok.tokenize(text.encode(), add_bos=False, special=False))
 
 
+def save(path: Path, summary: dict, records: list[dict]) -> dict:
+    """Write the summary, the machine and every record; print the summary."""
+    out = {"summary": summary, "machine": machine(), "records": records}
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     from lingua_compress import question as Q
 
@@ -61,10 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary[str(ratio)] = {"n": len(rs), **{k: sum(r[k]["survived"] for r in rs) for k in ("whole", "off")},
                                "only_whole": sum(r["whole"]["survived"] and not r["off"]["survived"] for r in rs),
                                "only_off": sum(r["off"]["survived"] and not r["whole"]["survived"] for r in rs)}
-    out = {"summary": summary, "machine": machine(), "records": records}
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
-    return out
+    return save(args.out, summary, records)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_rag as R  # noqa: E402
-from check_name_runs import target_count  # noqa: E402
-from quality_report import machine  # noqa: E402
+from check_name_runs import save, target_count  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -62,10 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
             a, b = (str(w) for w in weights)
             summary[str(ratio)].update({f"only_{a}": sum(r[a]["survived"] and not r[b]["survived"] for r in rs),
                                         f"only_{b}": sum(r[b]["survived"] and not r[a]["survived"] for r in rs)})
-    out = {"summary": summary, "machine": machine(), "records": records}
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
-    return out
+    return save(args.out, summary, records)
 
 
 if __name__ == "__main__":
