@@ -28,7 +28,8 @@ class MessagesConfig:
         recency: how that rest is shared: each step back in the history multiplies a message's share of its own
             prose by this, newest first, a message keeping at most all of it (1.0: every older message keeps the
             same share). The next reply leans most on the latest turns (it often repeats their phrasing), so they
-            are cut least; on bench_chat 0.25 kept more of the reply's likelihood than 0.5 or an even share.
+            are cut least. In bench_chat's pilot (4 conversations) 0.25 kept more of the reply's likelihood than
+            0.5, and 0.5 more than an even share.
         keep_user_tokens: older user turns of at most this many prose tokens are kept verbatim ("now in French"
             or the task itself costs little and steers every reply after it), as long as together they cost at
             most a quarter of the budget; 0 turns this off.
