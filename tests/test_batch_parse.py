@@ -158,7 +158,7 @@ NOISE = st.sampled_from(["", "Let me think.", "```", "---", "Note: numbers below
 @st.composite
 def corrupted(draw):
     n = draw(st.integers(1, 11))
-    gold = {slot: draw(st.integers(100, 999)) * 10 + slot for slot in range(1, n + 1)}  # unique per slot
+    gold = {slot: draw(st.integers(100, 999)) * 100 + slot for slot in range(1, n + 1)}  # unique: slot < 100
     entries = [slot for slot in range(1, n + 1) if not draw(st.booleans()) or draw(st.integers(0, 4))]
     entries += draw(st.lists(st.sampled_from(range(1, n + 1)), max_size=3))  # duplicates (same text)
     entries = draw(st.permutations(entries))
