@@ -47,9 +47,10 @@ ROLES = {"human": "user", "gpt": "assistant"}
 SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
 ASSISTANT_OPEN = "<|im_start|>assistant\n"
 METHODS = ("ours", "truncate", "llmlingua")
-# Ours with other MessagesConfig settings: the budget shared evenly (no recency ramp, no short turns kept), and the
-# ramp at recency 0.5 and 0.1 (the default is 0.25).
-ABLATIONS = ("ours-flat", "ours-half", "ours-steeper")
+# Ours with other MessagesConfig settings: the budget shared evenly (no recency ramp, no short turns kept), the
+# ramp at recency 0.5 and 0.1 (the default is 0.25), no elision of the oldest turns and more of it (elide_below 0
+# and 0.3; the default is 0.1).
+ABLATIONS = ("ours-flat", "ours-half", "ours-steeper", "ours-noelide", "ours-elide-more")
 BASELINES = (("full", 1.0), ("no-history", 0.0))
 COMPARE = ("truncate", "llmlingua", *ABLATIONS)
 NO_HISTORY_NOTE = ("no-history (retention 0) keeps the last user turn: without it the reply answers nothing; "

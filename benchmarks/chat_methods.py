@@ -151,8 +151,10 @@ NOT_ON_THE_MESSAGES_PATH = frozenset({"question.py", "question_run.py", "documen
                                       "__main__.py"})
 # The budget as compress_messages shared it before its recency ramp and short-user-turn rule: an ablation.
 FLAT = {"recency": 1.0, "keep_user_tokens": 0}
-# Ablations of ours' MessagesConfig (recency 0.25 by default): how steep should the ramp be?
-VARIANTS = {"ours-flat": FLAT, "ours-half": {"recency": 0.5}, "ours-steeper": {"recency": 0.1}}
+# Ablations of ours' MessagesConfig: how steep should the ramp be (recency 0.25 by default), and should the oldest
+# turns it cuts to a shred be elided whole (below 0.1 of their prose by default; never, or below 0.3)?
+VARIANTS = {"ours-flat": FLAT, "ours-half": {"recency": 0.5}, "ours-steeper": {"recency": 0.1},
+            "ours-noelide": {"elide_below": 0.0}, "ours-elide-more": {"elide_below": 0.3}}
 
 
 def fingerprint(method: str) -> str:

@@ -130,11 +130,50 @@ def test_short_user_turns_kept_whole_cost_at_most_a_quarter_of_the_budget(tiny):
                                                {"role": "assistant", "content": PROSE})]
     messages.append({"role": "user", "content": LAST})
     fake = Recording()
-    res = compress_messages(fake, messages, 0.2)
+    res = compress_messages(fake, messages, 0.2, config=MessagesConfig(elide_below=0))  # else the oldest go whole
     whole = [i for i, m in enumerate(res.messages[:-1]) if m["role"] == "user" and m["content"] == ask]
     assert 0 < len(whole) and fake.asked > 0  # some kept by rule, the rest went to the compressor
     cost = sum(res.per_message[i].compressed_tokens for i in whole)
     assert cost <= 0.25 * res.target_tokens + len(fake.scorer.tokenize(ask)[0])  # at most one more kept as a share
+
+
+CODE = "```python\n" + "".join(f"def step_{i}(x):\n    return x * {i} + {i}  # helper {i}\n" for i in range(12)) + "```\n"
+
+
+def _with_old_code() -> list[dict]:
+    return [{"role": "user", "content": PROSE * 2}, {"role": "assistant", "content": PROSE + "\n\n" + CODE},
+            {"role": "user", "content": PROSE * 2}, {"role": "assistant", "content": PROSE * 2},
+            {"role": "user", "content": LAST}]
+
+
+def test_the_oldest_turns_cut_to_a_shred_are_elided_whole_and_the_budget_holds(tiny):
+    messages = _with_old_code()
+    res = compress_messages(tiny, messages, 0.3)
+    elided = [s.index for s in res.per_message if s.elided]
+    assert elided == list(range(len(elided))) and 1 in elided and 3 not in elided  # the oldest; never the newest
+    for i in elided:
+        s = res.per_message[i]
+        assert res.messages[i]["content"] == "" and s.compressed_tokens == 0 and s.budget_ratio == 0.0
+        assert s.code_blocks == 0 and s.original_tokens > 0
+    assert abs(res.compressed_tokens - res.target_tokens) <= max(0.05 * res.target_tokens, 5)
+    with pytest.warns(BudgetWarning):  # without elision the old code block alone costs most of the budget
+        off = compress_messages(tiny, messages, 0.3, config=MessagesConfig(elide_below=0))
+    assert not any(s.elided for s in off.per_message) and CODE in off.messages[1]["content"]
+    assert res.per_message[3].compressed_tokens > off.per_message[3].compressed_tokens  # its room went to the newer
+
+
+def test_an_elided_message_keeps_its_place_role_tool_calls_and_other_parts(tiny):
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    call = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    messages = [{"role": "user", "content": [{"type": "text", "text": PROSE * 2}, image], "name": "ann"},
+                {"role": "assistant", "content": PROSE + CODE, "tool_calls": call},
+                {"role": "tool", "tool_call_id": "c1", "content": PROSE * 2},
+                {"role": "user", "content": LAST}]
+    res = compress_messages(tiny, messages, 0.3, config=MessagesConfig(recency=0.05))
+    assert [s.elided for s in res.per_message] == [True, True, False, False]
+    assert res.messages[0] == {"role": "user", "content": [{"type": "text", "text": ""}, image], "name": "ann"}
+    assert res.messages[1] == {"role": "assistant", "content": "", "tool_calls": call}
+    assert res.per_message[0].parts_passed == 1
 
 
 def test_spare_budget_lifts_the_pinned_messages_back_to_verbatim(tiny):
@@ -359,6 +398,8 @@ def test_bad_messages_name_the_index_and_what_is_accepted(tiny, messages, match)
     ({"min_words": 0}, r"min_words=0 is not accepted: give an int >= 1"),
     ({"recency": 0.0}, r"recency=0.0 is not accepted: give a number in \(0, 1\]"),
     ({"recency": float("nan")}, r"recency=nan"),
+    ({"elide_below": -0.1}, r"elide_below=-0.1 is not accepted: give a number in \[0, 1\]"),
+    ({"elide_below": "0.1"}, r"elide_below='0.1'"),
     ({"keep_user_tokens": -1}, r"keep_user_tokens=-1 is not accepted: give an int >= 0"),
     ({"json_min_words": 2.5}, r"json_min_words=2.5"),
     ({"keep_code": "yes"}, r"keep_code='yes' is not accepted: give True or False"),

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from lingua_compress import Compressor, MessagesConfig, Prompt, compress_messages
-from lingua_compress.messages.compress import ramp
+from lingua_compress.messages.compress import elisions, ramp
 from lingua_compress.result import CompressionResult, Timings
 from fakes import FakeScorer
 
@@ -170,33 +170,66 @@ def same_json(out, original, strings_ok) -> bool:
     return out == original
 
 
-def check_json(compressor, doc, text, fenced, ratio, strings_ok) -> None:
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "tool", "content": text},
-                {"role": "user", "content": "Summarise the tool output."}]
-    out = compress_messages(compressor, messages, ratio).messages[1]["content"]
-    event("compressed" if out != text else "unchanged")
-    if not fenced:
-        assert same_json(json.loads(out), doc, strings_ok)
-        return
-    body = re.search(r"```json\n(.*)\n```", out, re.DOTALL)
-    assert body is not None, out
-    assert same_json(json.loads(body.group(1)), doc, strings_ok)
+def check_json(compressor, doc, text, fenced, ratio, strings_ok, history=False) -> None:
+    """The tool output parses as before; with ``history`` an older copy comes first, valid too unless elided."""
+    older = [{"role": "tool", "content": text}, {"role": "assistant", "content": "Noted, calling it again."}]
+    messages = [{"role": "system", "content": "Be brief."}, *(older if history else []),
+                {"role": "tool", "content": text}, {"role": "user", "content": "Summarise the tool output."}]
+    res = compress_messages(compressor, messages, ratio)
+    for i in (1, 3) if history else (1,):
+        out = res.messages[i]["content"]
+        if res.per_message[i].elided:
+            assert out == "" and i == 1, i  # only the older copy: the newest free message is never elided
+            event("older copy elided")
+            continue
+        event("compressed" if out != text else "unchanged")
+        body = re.search(r"```json\n(.*)\n```", out, re.DOTALL) if fenced else re.fullmatch(r"(.*)", out, re.DOTALL)
+        assert body is not None, out
+        assert same_json(json.loads(body.group(1)), doc, strings_ok)
 
 
-def check_code(compressor, text, codes, ratio) -> None:
-    messages = [{"role": "user", "content": text}, {"role": "user", "content": "What does the code do?"}]
-    out = compress_messages(compressor, messages, ratio).messages[0]["content"]
-    event("compressed" if out != text else "unchanged")
-    pos = 0
-    for code in codes:
-        at = out.find(code, pos)
-        assert at >= 0, (code, out)
-        pos = at + len(code)
+def check_code(compressor, cases, ratio) -> None:
+    """Every message's code blocks come back byte-identical and in order, unless the whole message was elided."""
+    messages = [{"role": ("user", "assistant")[k % 2], "content": text} for k, (text, _) in enumerate(cases)]
+    messages.append({"role": "user", "content": "What does the code do?"})
+    res = compress_messages(compressor, messages, ratio)
+    for (text, codes), out, stats in zip(cases, res.messages, res.per_message):
+        out = out["content"]
+        if stats.elided:
+            assert out == "" and stats.index < len(cases) - 1, stats  # never the newest
+            event("elided")
+            continue
+        event("compressed" if out != text else "unchanged")
+        pos = 0
+        for code in codes:
+            at = out.find(code, pos)
+            assert at >= 0, (code, out)
+            pos = at + len(code)
+
+
+def check_elided(res, messages, cfg) -> None:
+    """Elided: text emptied, pinned messages never, and every older message the budget cut is elided too."""
+    users = [i for i, m in enumerate(messages) if m["role"] == "user" and m["role"] not in cfg.system_roles]
+    cut = [s.index for s in res.per_message if not s.elided and s.budget_ratio < 1.0]
+    for s in res.per_message:
+        if not s.elided:
+            continue
+        event("elided")
+        assert messages[s.index]["role"] not in cfg.system_roles and s.index != (users or [None])[-1]
+        assert all(j > s.index for j in cut), (s.index, cut)  # the oldest go whole, the newer are cut
+        content = res.messages[s.index].get("content")
+        assert s.compressed_tokens == 0 and s.budget_ratio == 0.0
+        if isinstance(content, str):
+            assert content == ""
+        if isinstance(content, list):
+            assert all(p["text"] == "" for p in content if p["type"] == "text")
 
 
 def check_shape(compressor, messages, ratio) -> None:
     before = copy.deepcopy(messages)
-    res = compress_messages(compressor, messages, ratio, config=MessagesConfig(min_words=2))
+    cfg = MessagesConfig(min_words=2)
+    res = compress_messages(compressor, messages, ratio, config=cfg)
+    check_elided(res, messages, cfg)
     assert messages == before  # the caller's list is untouched
     event("compressed" if res.messages != messages else "unchanged")
     assert len(res.messages) == len(messages) and len(res.per_message) == len(messages)
@@ -224,48 +257,50 @@ def check_shape(compressor, messages, ratio) -> None:
 
 @pytest.mark.slow
 @_settings(1000)
-@given(json_content(), RATIO)
-def test_json_halving_1000(case, ratio):
-    """1,000 generated JSON documents (whole content or fenced) through the word-halving compressor."""
-    check_json(HALVING, *case, ratio, words_in_order)
+@given(json_content(), RATIO, st.booleans())
+def test_json_halving_1000(case, ratio, history):
+    """1,000 generated JSON documents (whole content or fenced, with or without an older copy): word-halving."""
+    check_json(HALVING, *case, ratio, words_in_order, history)
 
 
 @_settings(300)
-@given(json_content(), RATIO)
-def test_json_pipeline_300(case, ratio):
+@given(json_content(), RATIO, st.booleans())
+def test_json_pipeline_300(case, ratio, history):
     """300 generated JSON documents through the real pipeline on the fake scorer."""
-    check_json(PIPELINE, *case, ratio, chars_in_order)
+    check_json(PIPELINE, *case, ratio, chars_in_order, history)
 
 
 @_settings(25)
-@given(json_content(), RATIO)
-def test_json_tiny_model_25(tiny, case, ratio):
+@given(json_content(), RATIO, st.booleans())
+def test_json_tiny_model_25(tiny, case, ratio, history):
     """25 generated JSON documents through the tiny model."""
-    check_json(tiny, *case, ratio, chars_in_order)
+    check_json(tiny, *case, ratio, chars_in_order, history)
 
 
-# ---- code blocks: byte-identical, in order -----------------------------------------------------------------------
+# ---- code blocks: byte-identical, in order, in every message not elided whole ------------------------------------
+
+CODE_TURNS = st.lists(markdown_with_code(), min_size=1, max_size=3)
 
 @pytest.mark.slow
 @_settings(1000)
-@given(markdown_with_code(), RATIO)
-def test_code_blocks_halving_1000(case, ratio):
-    """1,000 generated markdown texts with fenced and indented code through the word-halving compressor."""
-    check_code(HALVING, *case, ratio)
+@given(CODE_TURNS, RATIO)
+def test_code_blocks_halving_1000(cases, ratio):
+    """1,000 generated histories of markdown with fenced and indented code through the word-halving compressor."""
+    check_code(HALVING, cases, ratio)
 
 
 @_settings(200)
-@given(markdown_with_code(), RATIO)
-def test_code_blocks_pipeline_200(case, ratio):
-    """200 generated markdown texts with code through the real pipeline on the fake scorer."""
-    check_code(PIPELINE, *case, ratio)
+@given(CODE_TURNS, RATIO)
+def test_code_blocks_pipeline_200(cases, ratio):
+    """200 generated histories of markdown with code through the real pipeline on the fake scorer."""
+    check_code(PIPELINE, cases, ratio)
 
 
 @_settings(20)
-@given(markdown_with_code(), RATIO)
-def test_code_blocks_tiny_model_20(tiny, case, ratio):
-    """20 generated markdown texts with code through the tiny model."""
-    check_code(tiny, *case, ratio)
+@given(CODE_TURNS, RATIO)
+def test_code_blocks_tiny_model_20(tiny, cases, ratio):
+    """20 generated histories of markdown with code through the tiny model."""
+    check_code(tiny, cases, ratio)
 
 
 # ---- message lists: shape, roles, names, tool calls, extra keys, key order and length identical -----------------
@@ -351,3 +386,25 @@ def test_ramp_spends_the_budget_and_a_newer_message_keeps_no_less(sizes, recency
     assert all(0.0 <= s <= n + 1e-9 for s, n in zip(shares, sizes))
     kept = [s / n for s, n in zip(shares, sizes) if n]
     assert all(a >= b - 1e-9 for a, b in zip(kept, kept[1:]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 600), st.integers(0, 600)), max_size=10), st.floats(0.05, 1.0),
+       st.floats(-2000.0, 4000.0), st.sampled_from([0.0, 0.05, 0.1, 0.3]))
+def test_elisions_drop_the_oldest_shreds_and_only_them(pairs, recency, room, below):
+    sizes, fixed = [n for n, _ in pairs], [f for _, f in pairs]
+    weights = [recency ** age for age in range(len(sizes))]
+    dropped = elisions(sizes, fixed, weights, room, below)
+    kept = len(sizes) - dropped
+    assert dropped == 0 if below == 0 or len(sizes) < 2 else 0 <= dropped < len(sizes)
+
+    def oldest_keeps(n: int) -> float:  # the share of its prose the ramp leaves the oldest of the first n
+        left = room + sum(fixed[n:])
+        if left < 0:
+            return -1.0
+        return ramp(sizes[:n], weights[:n], min(left, sum(sizes[:n])))[-1] / sizes[n - 1]
+
+    for n in range(kept + 1, len(sizes) + 1):
+        assert oldest_keeps(n) < below  # each dropped one would have been a shred
+    if kept > 1 and below > 0:
+        assert oldest_keeps(kept) >= below - 1e-9  # and the oldest one kept is not

@@ -3,12 +3,14 @@
 Budget: system prompts and the last user turn keep at least their configured share of their prose, short older user
 turns are kept; code, tables, JSON structure and non-text parts cost what they cost; every other message (older
 turns, assistant replies, tool outputs) shares what is left on a recency ramp, newest first, each message's miss
-carried to the next so the total lands near it.
+carried to the next so the total lands near it. The oldest of those that the ramp would cut to a shred are elided
+whole instead (text emptied, the message kept in place), as a chat client's context window drops them.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
@@ -39,6 +41,7 @@ class _Plan:
     prose_tokens: int = 0
     outputs: list[str] = field(default_factory=list)
     budget_ratio: float = 1.0
+    elided: bool = False
 
 
 def compress_messages(
@@ -112,21 +115,48 @@ def _pinned(messages: list[dict[str, Any]], cfg: MessagesConfig) -> dict[int, fl
 def _run(compressor: Any, plans: list[_Plan], pinned: dict[int, float], target: float, cfg: MessagesConfig,
          tokenizer: Any, counter: TokenCounter) -> None:
     pinned = pinned | _short_users(plans, pinned, target, cfg)
-    fixed = sum(max(0, p.original_tokens - p.prose_tokens) for p in plans)
+    fixed = sum(_fixed(p) for p in plans)
     floor = sum(r * plans[i].prose_tokens for i, r in pinned.items())
     free = [p for p in reversed(plans) if p.index not in pinned]  # newest first: the oldest absorb the misses
-    free_prose = sum(p.prose_tokens for p in free)
+    sizes = [p.prose_tokens for p in free]
+    weights = _weights(sizes, cfg.recency)
     room = target - fixed - floor
+    kept = len(free) - elisions(sizes, [_fixed(p) for p in free], weights, room, cfg.elide_below)
+    for plan in free[kept:]:
+        plan.elided, plan.budget_ratio, room = True, 0.0, room + _fixed(plan)
+    free, sizes, weights = free[:kept], sizes[:kept], weights[:kept]
     # When the free messages can keep everything, the spare lifts the pinned ones towards verbatim.
     spare = sum((1 - r) * plans[i].prose_tokens for i, r in pinned.items())
-    lift = min(1.0, max(0.0, (room - free_prose) / spare)) if spare > 0 else 0.0
+    lift = min(1.0, max(0.0, (room - sum(sizes)) / spare)) if spare > 0 else 0.0
     for i, r in pinned.items():
         _compress(compressor, plans[i], (r + lift * (1 - r)) * plans[i].prose_tokens, cfg, tokenizer, counter)
-    budget = min(max(room, 0.0), float(free_prose))
-    weights = _weights([p.prose_tokens for p in free], cfg.recency)
+    budget = min(max(room, 0.0), float(sum(sizes)))
     for k, plan in enumerate(free):
-        share = ramp([p.prose_tokens for p in free[k:]], weights[k:], budget)[0]
+        share = ramp(sizes[k:], weights[k:], budget)[0]
         budget = max(0.0, budget - _compress(compressor, plan, share, cfg, tokenizer, counter))
+
+
+def _fixed(plan: _Plan) -> int:
+    """What a message costs whatever its prose keeps: code, tables, JSON structure, markers."""
+    return max(0, plan.original_tokens - plan.prose_tokens)
+
+
+def elisions(sizes: Sequence[int], fixed: Sequence[int], weights: Sequence[float], room: float,
+             below: float) -> int:
+    """How many of the oldest free messages (the end of the newest-first lists) to drop whole.
+
+    The oldest is dropped while the ramp would leave it less than ``below`` of its prose (or the budget is
+    overdrawn): by then it is a shred, and its code, tables and markup still cost in full what the newer turns,
+    which the next reply leans on, need. Dropping it frees its fixed cost for them. The newest is never dropped:
+    this trims history, and a lone tool output or reply keeps its structure, over budget if need be.
+    """
+    kept = len(sizes)
+    while kept > 1 and below > 0:
+        level = _level(sizes[:kept], weights[:kept], max(room, 0.0))
+        if room >= 0 and _share(level, weights[kept - 1]) >= below:
+            break
+        kept, room = kept - 1, room + fixed[kept - 1]
+    return len(sizes) - kept
 
 
 _MAX_AGE = 60  # past this many steps the weights would underflow; messages that old share alike
@@ -137,7 +167,7 @@ def _weights(sizes: list[int], recency: float) -> list[float]:
     (nothing to cut) does not push the turns before it further back."""
     weights, age = [], 0
     for n in sizes:
-        weights.append(recency ** min(age, _MAX_AGE))
+        weights.append(max(recency ** min(age, _MAX_AGE), 1e-300))  # never 0: a message with prose has mass
         age += n > 0
     return weights
 
@@ -148,17 +178,29 @@ def ramp(sizes: Sequence[int], weights: Sequence[float], budget: float) -> list[
     ``weights`` must not increase along the list (newest first), so the messages that keep all of themselves are a
     prefix; the rest share what they leave in proportion to weight x size.
     """
+    level = _level(sizes, weights, budget)
+    return [n * _share(level, w) for n, w in zip(sizes, weights)]
+
+
+def _level(sizes: Sequence[int], weights: Sequence[float], budget: float) -> float:
+    """The c of :func:`ramp` (infinite when the budget covers every message whole)."""
     # Suffix sums, smallest terms first: subtracting from the total would cancel away the old messages' weights.
     mass = [0.0] * (len(sizes) + 1)
     for i in range(len(sizes) - 1, -1, -1):
         mass[i] = mass[i + 1] + weights[i] * sizes[i]
-    shares, left = [0.0] * len(sizes), float(budget)
+    left = float(budget)
     for i, (n, w) in enumerate(zip(sizes, weights)):
-        c = left / mass[i] if mass[i] > 0 else 0.0
+        if mass[i] <= 0:
+            break  # nothing left to pay for
+        c = left / mass[i]
         if c * w < 1.0:
-            return shares[:i] + [min(float(m), c * v * m) for m, v in zip(sizes[i:], weights[i:])]
-        shares[i], left = float(n), left - n
-    return shares
+            return c
+        left -= n
+    return math.inf
+
+
+def _share(level: float, weight: float) -> float:
+    return 1.0 if math.isinf(level) else min(1.0, level * weight)
 
 
 def _short_users(plans: list[_Plan], pinned: dict[int, float], target: float, cfg: MessagesConfig) -> dict[int, float]:
@@ -188,15 +230,15 @@ def _write(message: dict[str, Any], plan: _Plan, counter: TokenCounter) -> Messa
     """Put the compressed texts back into the copied message, in place, so key order stays as it was."""
     compressed = 0
     for part, pieces in plan.texts:
-        text = render(pieces, plan.outputs)
+        text = "" if plan.elided else render(pieces, plan.outputs)
         if part is None:
             message["content"] = text
         else:
             message["content"][part]["text"] = text
         compressed += counter.count(text)
-    c = plan.counts
+    c = Counts() if plan.elided else plan.counts  # an elided message left nothing alone but its other parts
     return MessageStats(plan.index, plan.role, plan.original_tokens, compressed, plan.budget_ratio,
-                        c.code_blocks, c.json_documents, c.tables, plan.parts_passed)
+                        c.code_blocks, c.json_documents, c.tables, plan.parts_passed, plan.elided)
 
 
 def _warn_off_budget(compressed: int, target: float, original: int) -> None:

@@ -33,6 +33,12 @@ class MessagesConfig:
         keep_user_tokens: older user turns of at most this many prose tokens are kept verbatim ("now in French"
             or the task itself costs little and steers every reply after it), as long as together they cost at
             most a quarter of the budget; 0 turns this off.
+        elide_below: an older message that the ramp would leave less than this share of its prose is elided whole
+            instead, oldest first: its text content becomes "" (the message, its role, tool calls and non-text
+            parts stay in place) and ``per_message`` marks it. A shred of an old turn helps the next reply less
+            than the newer turns its code, tables and markup would take the budget from. Pinned messages (system,
+            last user, short user turns) and the newest of the others are never elided. 0 turns this off: then
+            every message keeps its code, tables and JSON structure whatever the budget.
         keep_code: keep fenced and indented code blocks verbatim; off, their bodies are compressed as prose.
         compress_json: compress long prose strings inside JSON documents; off, JSON is kept verbatim.
         min_words: prose pieces with fewer words are kept verbatim (headings, labels, short list items).
@@ -45,6 +51,7 @@ class MessagesConfig:
     last_user_ratio: float = 1.0
     recency: float = 0.25
     keep_user_tokens: int = 32
+    elide_below: float = 0.1
     keep_code: bool = True
     compress_json: bool = True
     min_words: int = 4
@@ -55,6 +62,7 @@ class MessagesConfig:
         self._real("system_ratio", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
         self._real("last_user_ratio", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
         self._real("recency", lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
+        self._real("elide_below", lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
         self._integral("keep_user_tokens", lambda v: v >= 0, "an int >= 0")
         self._integral("min_words", lambda v: v >= 1, "an int >= 1")
         self._integral("json_min_words", lambda v: v >= 1, "an int >= 1")
@@ -104,7 +112,8 @@ class MessageStats:
     ``budget_ratio`` is the share of the message's compressible prose the compressor was asked to keep (1.0: left
     verbatim). The counts say what was left alone: code blocks, JSON documents (only their long prose strings are
     compressed; JSON-like text that does not parse is kept whole), tables, and content parts that are not text
-    (images, audio, files), passed through untouched.
+    (images, audio, files), passed through untouched. An ``elided`` message had its text emptied whole (see
+    :attr:`MessagesConfig.elide_below`): its counts are then 0 but for the parts passed.
     """
 
     index: int
@@ -116,6 +125,7 @@ class MessageStats:
     json_documents: int = 0
     tables: int = 0
     parts_passed: int = 0
+    elided: bool = False
 
     @property
     def kept_ratio(self) -> float:
