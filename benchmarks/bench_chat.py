@@ -276,6 +276,23 @@ def _rows(conds, items, done) -> tuple[list[dict], list[str]]:
     return rows, ids
 
 
+def per_conversation(conds, ids: list[str], done) -> list[dict]:
+    """Each conversation's own numbers: what the history is worth there (the pooled retention weighs
+    conversations by it) and every condition's retention and achieved ratio, to see where a method loses."""
+    out = []
+    for i in ids:
+        zero, full = done[(*BASELINES[1], i)]["nll"], done[(*BASELINES[0], i)]["nll"]
+        gain = zero - full
+        row: dict[str, Any] = {"id": i, "history_gain_nats": round(gain, 2)}
+        for c in conds:
+            if c not in BASELINES and (*c, i) in done:
+                r = done[(*c, i)]
+                row[f"{c[0]}@{c[1]}"] = {"retention": round((zero - r["nll"]) / gain, 3) if gain else None,
+                                         "achieved": r["achieved"]}
+        out.append(row)
+    return out
+
+
 def verdict(rows: list[dict], ratio: float = 0.5) -> dict[str, Any]:
     """The issue's target at 0.5: retention >= 0.9 and not below either baseline (paired interval reported)."""
     ours = next((r for r in rows if r["method"] == "ours" and r["ratio"] == ratio and "retention" in r), None)
@@ -295,7 +312,9 @@ def report(args, conds, items, done, meta: dict) -> dict:
     rows, ids = _rows(conds, items, done)
     meta.update(paired_conversations=len(ids), verdict=verdict(rows))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    per = per_conversation(conds, ids, done)
+    (args.out / f"{args.stem}.json").write_text(json.dumps({"meta": meta, "rows": rows, "per_conversation": per},
+                                                           indent=1))
     (args.out / f"{args.stem}.md").write_text(markdown(rows, meta))
     summary = {"meta": meta, "rows": [{k: r.get(k) for k in ("method", "ratio", "n", "retention", "ci_low",
                                                               "ci_high", "achieved", "compress_s")} for r in rows]}

@@ -128,6 +128,11 @@ def test_dry_run_is_paired_reports_and_resumes(tmp_path):
     for key in (("ours", 0.5), ("truncate", 0.5)):
         assert 0.25 < rows[key]["achieved"] <= 0.75 and rows[key]["n"] == 3
     assert set(rows[("ours", 0.5)]["vs"]) == {"truncate"} and meta["verdict"]["ratio"] == 0.5
+    per = report["per_conversation"]
+    assert [p["id"] for p in per] == ["a", "b", "d"] and all(set(p) >= {"ours@0.5", "truncate@0.5"} for p in per)
+    gains = [p["history_gain_nats"] for p in per]  # the pooled retention is their weighted mean
+    pooled = sum(g * p["ours@0.5"]["retention"] for g, p in zip(gains, per)) / sum(gains)
+    assert pooled == pytest.approx(rows[("ours", 0.5)]["retention"], abs=0.01)
     lines = (tmp_path / "work" / "evals.jsonl").read_text().splitlines()
     assert len(lines) == 3 * 4
     (tmp_path / "out" / "bench_chat_dry.md").unlink()
