@@ -88,9 +88,16 @@ def load_items(args: argparse.Namespace, count: Count) -> tuple[list[dict], Coun
     """The first --n usable conversations in a seeded order, and how many were skipped for which reason."""
     rows = [json.loads(line) for line in args.data.open() if line.strip()]
     rows.sort(key=lambda r: r["id"])
+    apart: set[str] = set()
+    if args.disjoint_from is not None:  # a tuning set: none of the conversations that seed's full run scores
+        other = argparse.Namespace(**{**vars(args), "seed": args.disjoint_from, "n": 100, "disjoint_from": None})
+        apart = {it["id"] for it in load_items(other, count)[0]}
     random.Random(args.seed).shuffle(rows)
     items, skipped = [], Counter()
     for row in rows:
+        if row["id"] in apart:
+            skipped["in the --disjoint-from seed's 100"] += 1
+            continue
         item, why = make_item(row, count, args)
         if item is None:
             skipped[why] += 1
@@ -112,6 +119,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--methods", default=",".join(METHODS), help=f"of {METHODS + ABLATIONS}")
     ap.add_argument("--ratios", default=None, help="ratios of the history's content tokens (default 0.5,0.3; 0.5 dry)")
     ap.add_argument("--seed", type=int, default=0, help="which conversations: their order is shuffled with it")
+    ap.add_argument("--disjoint-from", type=int, default=None, metavar="SEED",
+                    help="skip the 100 conversations that --seed SEED scores: tune settings on conversations that "
+                         "the evaluation never sees")
     ap.add_argument("--max-context", type=int, default=None,
                     help="target tokens of system + history + reply; older messages are cut (default 3000; 300 dry)")
     ap.add_argument("--max-reply", type=int, default=None, help="reply tokens scored (default 256; 24 with --dry)")
@@ -138,7 +148,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("ratios must be in (0, 1]")
     if not 0 < args.max_context <= 4000:  # LlamaTarget's context is 4096 tokens
         ap.error("--max-context must be in (0, 4000]")
-    args.stem = "bench_chat_dry" if args.dry else "bench_chat"
+    args.stem = "bench_chat_dry" if args.dry else "bench_chat" if args.seed == 0 else f"bench_chat_seed{args.seed}"
     return args
 
 
@@ -237,7 +247,8 @@ def run(args: argparse.Namespace) -> dict:
     if not args.report_only:
         target.set_prefix(target.tokenize(SYSTEM))  # shared by every condition: computed once
         evaluate(args, target, items, conds, store, done, count)
-    meta = {"target": args.target, "data": str(args.data), "seed": args.seed, "conversations_asked": args.n,
+    meta = {"target": args.target, "data": str(args.data), "seed": args.seed, "disjoint_from": args.disjoint_from,
+            "conversations_asked": args.n,
             "skipped": dict(skipped), "max_context": args.max_context, "max_reply": args.max_reply,
             "min_history": args.min_history, "cut_conversations": sum(it["dropped_messages"] > 0 for it in items),
             "no_history": NO_HISTORY_NOTE, "format": FORMAT, "work": str(work), "wall_s": round(time.perf_counter()
@@ -328,8 +339,9 @@ def _pct(x: Any) -> str:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     skipped = ", ".join(f"{v} {k}" for k, v in meta["skipped"].items()) or "none"
+    apart = "" if meta.get("disjoint_from") is None else f", none of seed {meta['disjoint_from']}'s 100"
     lines = [f"Target: {meta['target']}; reply likelihood retention on {meta['paired_conversations']} ShareGPT "
-             f"conversations (paired: every condition on the same ones). The reply is the last assistant turn, scored "
+             f"conversations (seed {meta['seed']}{apart}; paired: every condition on the same ones). The reply is the last assistant turn, scored "
              f"on its first {meta['max_reply']} tokens; histories were cut to {meta['max_context']} target tokens in "
              f"{meta['cut_conversations']} conversations (oldest messages first). Skipped: {skipped}. "
              f"{NO_HISTORY_NOTE[0].upper() + NO_HISTORY_NOTE[1:]}.", "",

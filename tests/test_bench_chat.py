@@ -68,6 +68,18 @@ def test_item_is_the_last_reply_after_the_history_it_follows():
     assert make_item(CHATS[2], words, args_for())[0] is None  # nothing before the last user turn to compress
 
 
+def test_a_tuning_set_never_shares_a_conversation_with_the_evaluation(tmp_path):
+    from bench_chat import load_items
+
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps({**c, "id": f"{c['id']}{k}"}) + "\n" for k in range(60) for c in CHATS))
+    base = dict(data=data, max_reply=50, max_context=1000, min_history=5)
+    evaluation = {it["id"] for it in load_items(args_for(**base, seed=0, n=100, disjoint_from=None), words)[0]}
+    tuning, skipped = load_items(args_for(**base, seed=1, n=100, disjoint_from=0), words)
+    assert len(evaluation) == 100 and len(tuning) == 180 - 100
+    assert not evaluation & {it["id"] for it in tuning} and skipped["in the --disjoint-from seed's 100"] == 100
+
+
 def test_long_histories_lose_their_oldest_messages_first():
     full, _ = make_item(CHATS[0], words, args_for())
     cap = words(render(full["history"])) + 10  # the system turn and the reply no longer fit beside all of it
