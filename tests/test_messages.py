@@ -176,6 +176,17 @@ def test_an_elided_message_keeps_its_place_role_tool_calls_and_other_parts(tiny)
     assert res.per_message[0].parts_passed == 1
 
 
+def test_a_message_without_text_is_never_called_elided(tiny):
+    call = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    messages = [{"role": "assistant", "content": None, "tool_calls": call},
+                {"role": "tool", "tool_call_id": "c1", "content": PROSE * 2},
+                {"role": "assistant", "content": PROSE},
+                {"role": "user", "content": LAST}]
+    res = compress_messages(tiny, messages, 0.3, config=MessagesConfig(recency=0.05))
+    assert [s.elided for s in res.per_message] == [False, True, False, False]
+    assert res.messages[0] == messages[0] and res.per_message[0].budget_ratio == 1.0
+
+
 def test_spare_budget_lifts_the_pinned_messages_back_to_verbatim(tiny):
     cfg = MessagesConfig(system_ratio=0.5)
     res = compress_messages(tiny, chat(), 1.0, config=cfg)

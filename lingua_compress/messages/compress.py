@@ -123,7 +123,8 @@ def _run(compressor: Any, plans: list[_Plan], pinned: dict[int, float], target: 
     room = target - fixed - floor
     kept = len(free) - elisions(sizes, [_fixed(p) for p in free], weights, room, cfg.elide_below)
     for plan in free[kept:]:
-        plan.elided, plan.budget_ratio, room = True, 0.0, room + _fixed(plan)
+        if plan.original_tokens:  # a message without text (tool calls only, an image) had nothing to elide
+            plan.elided, plan.budget_ratio, room = True, 0.0, room + _fixed(plan)
     free, sizes, weights = free[:kept], sizes[:kept], weights[:kept]
     # When the free messages can keep everything, the spare lifts the pinned ones towards verbatim.
     spare = sum((1 - r) * plans[i].prose_tokens for i, r in pinned.items())
