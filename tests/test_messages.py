@@ -162,6 +162,17 @@ def test_the_oldest_turns_cut_to_a_shred_are_elided_whole_and_the_budget_holds(t
     assert res.per_message[3].compressed_tokens > off.per_message[3].compressed_tokens  # its room went to the newer
 
 
+def test_budget_the_elisions_leave_unspent_brings_older_turns_back_whole(tiny):
+    messages = _with_old_code()
+    res = compress_messages(tiny, messages, 0.5)
+    # The old code block cannot fit beside the newer turns, so its message goes; what that frees beyond their
+    # needs brings the task-setting first turn back verbatim instead of leaving the budget unspent.
+    assert [s.elided for s in res.per_message] == [False, True, False, False, False]
+    assert res.messages[0] == messages[0] and res.per_message[0].budget_ratio == 1.0
+    assert res.messages[2:] == messages[2:]
+    assert 0.9 * res.target_tokens <= res.compressed_tokens <= res.target_tokens + 5
+
+
 def test_an_elided_message_keeps_its_place_role_tool_calls_and_other_parts(tiny):
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     call = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]

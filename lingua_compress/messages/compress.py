@@ -4,7 +4,8 @@ Budget: system prompts and the last user turn keep at least their configured sha
 turns are kept; code, tables, JSON structure and non-text parts cost what they cost; every other message (older
 turns, assistant replies, tool outputs) shares what is left on a recency ramp, newest first, each message's miss
 carried to the next so the total lands near it. The oldest of those that the ramp would cut to a shred are elided
-whole instead (text emptied, the message kept in place), as a chat client's context window drops them.
+whole instead (text emptied, the message kept in place), as a chat client's context window drops them; any budget
+that leaves unspent brings elided messages that fit in it back whole.
 """
 
 from __future__ import annotations
@@ -125,10 +126,11 @@ def _run(compressor: Any, plans: list[_Plan], pinned: dict[int, float], target: 
     for plan in free[kept:]:
         if plan.original_tokens:  # a message without text (tool calls only, an image) had nothing to elide
             plan.elided, plan.budget_ratio, room = True, 0.0, room + _fixed(plan)
-    free, sizes, weights = free[:kept], sizes[:kept], weights[:kept]
+    gone, free, sizes, weights = free[kept:], free[:kept], sizes[:kept], weights[:kept]
     # When the free messages can keep everything, the spare lifts the pinned ones towards verbatim.
     spare = sum((1 - r) * plans[i].prose_tokens for i, r in pinned.items())
     lift = min(1.0, max(0.0, (room - sum(sizes)) / spare)) if spare > 0 else 0.0
+    restore(gone, room - sum(sizes) - lift * spare)
     for i, r in pinned.items():
         _compress(compressor, plans[i], (r + lift * (1 - r)) * plans[i].prose_tokens, cfg, tokenizer, counter)
     budget = min(max(room, 0.0), float(sum(sizes)))
@@ -158,6 +160,18 @@ def elisions(sizes: Sequence[int], fixed: Sequence[int], weights: Sequence[float
             break
         kept, room = kept - 1, room + fixed[kept - 1]
     return len(sizes) - kept
+
+
+def restore(gone: Sequence[_Plan], unspent: float) -> None:
+    """Bring back whole, newest first, the elided messages that fit in the budget the others left unspent.
+
+    Elision is decided oldest first, each drop freeing its code and tables for the newer turns; when the last drop
+    frees more than they can use, the budget would go unspent (asked 0.5, kept 0.38). A message comes back only
+    verbatim, never cut: an older user turn that states the task is worth its tokens, and a shred is not.
+    """
+    for plan in gone:
+        if plan.elided and 0 < plan.original_tokens <= unspent:
+            plan.elided, plan.budget_ratio, unspent = False, 1.0, unspent - plan.original_tokens
 
 
 _MAX_AGE = 60  # past this many steps the weights would underflow; messages that old share alike

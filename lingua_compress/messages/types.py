@@ -37,8 +37,9 @@ class MessagesConfig:
             instead, oldest first: its text content becomes "" (the message, its role, tool calls and non-text
             parts stay in place) and ``per_message`` marks it. A shred of an old turn helps the next reply less
             than the newer turns its code, tables and markup would take the budget from. Pinned messages (system,
-            last user, short user turns) and the newest of the others are never elided. 0 turns this off: then
-            every message keeps its code, tables and JSON structure whatever the budget.
+            last user, short user turns) and the newest of the others are never elided. Budget the elisions
+            leave unspent brings elided messages back verbatim, newest first, those that fit in it whole. 0 turns
+            this off: then every message keeps its code, tables and JSON structure whatever the budget.
         keep_code: keep fenced and indented code blocks verbatim; off, their bodies are compressed as prose.
         compress_json: compress long prose strings inside JSON documents; off, JSON is kept verbatim.
         min_words: prose pieces with fewer words are kept verbatim (headings, labels, short list items).
