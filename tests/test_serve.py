@@ -48,6 +48,7 @@ class Script:
         self.received: list[dict] = []
         self.release = threading.Event()
         self.released_in_time: bool | None = None
+        self.waiting = self.most_waiting = 0  # requests held in the slow wait at once: did the proxy overlap them?
         routes = [Route("/v1/chat/completions", self.chat, methods=["POST"]),
                   Route("/v1/completions", self.completions, methods=["POST"]),
                   Route("/v1/models", self.models, methods=["GET"])]
@@ -67,7 +68,12 @@ class Script:
             return JSONResponse({"error": {"message": "upstream exploded", "type": "server_error", "param": None,
                                            "code": "boom"}}, status_code=500, headers={"x-upstream": "yes"})
         if model in ("sleep", "slow"):
-            await asyncio.sleep(1.5 if model == "sleep" else 0.3)
+            self.waiting += 1
+            self.most_waiting = max(self.most_waiting, self.waiting)
+            try:
+                await asyncio.sleep(4.0 if model == "sleep" else 0.3)
+            finally:
+                self.waiting -= 1
         if model in ("stream", "stall"):
             return StreamingResponse(self._sse(model), media_type="text/event-stream")
         return JSONResponse(completion(model, f"seen {len(body['messages'])} messages"),
@@ -261,7 +267,7 @@ def test_upstream_timeout_is_504(serve, script):
         started = time.monotonic()
         with pytest.raises(openai.InternalServerError) as exc:
             proxy.client().chat.completions.create(model="sleep", messages=MESSAGES)
-        assert time.monotonic() - started < 1.4
+        assert time.monotonic() - started < 3.0  # cut at the timeout, not when the upstream answers (4 s)
     assert exc.value.status_code == 504 and exc.value.body["code"] == "upstream_timeout"
 
 
@@ -406,14 +412,13 @@ async def _fire(url: str, n: int) -> list:
 
 def test_fifty_concurrent_requests_each_answered_once(serve, script):
     with serve(max_concurrency=64) as proxy:
-        started = time.monotonic()
         results = asyncio.run(_fire(proxy.url, 50))
-        elapsed = time.monotonic() - started
         stats = proxy.stats()
     assert all(not isinstance(r, Exception) and r.parse().choices[0].message.content for r in results)
     seen = sorted(int(r["headers"]["x-req-id"]) for r in script.received)
     assert seen == list(range(50)) and stats["requests"] == 50 and stats["in_flight"] == 0
-    assert elapsed < 0.3 * 50 / 4  # the upstream's 0.3 s waits overlapped
+    # The upstream's 0.3 s waits overlapped: counted there, not timed, so a loaded machine cannot fail it.
+    assert script.most_waiting >= 4, script.most_waiting
 
 
 def test_over_the_limit_gets_429_with_retry_after(serve, script):
