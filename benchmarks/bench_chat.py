@@ -53,6 +53,7 @@ METHODS = ("ours", "truncate", "llmlingua")
 ABLATIONS = ("ours-flat", "ours-half", "ours-steeper", "ours-noelide", "ours-elide-more")
 BASELINES = (("full", 1.0), ("no-history", 0.0))
 COMPARE = ("truncate", "llmlingua", *ABLATIONS)
+FULL_RUN = 100  # conversations a full run scores: the default --n, and what --disjoint-from keeps apart
 NO_HISTORY_NOTE = ("no-history (retention 0) keeps the last user turn: without it the reply answers nothing; "
                    "every method keeps it too and compresses the turns before it")
 
@@ -90,7 +91,7 @@ def load_items(args: argparse.Namespace, count: Count) -> tuple[list[dict], Coun
     rows.sort(key=lambda r: r["id"])
     apart: set[str] = set()
     if args.disjoint_from is not None:  # a tuning set: none of the conversations that seed's full run scores
-        other = argparse.Namespace(**{**vars(args), "seed": args.disjoint_from, "n": 100, "disjoint_from": None})
+        other = argparse.Namespace(**{**vars(args), "seed": args.disjoint_from, "n": FULL_RUN, "disjoint_from": None})
         apart = {it["id"] for it in load_items(other, count)[0]}
     random.Random(args.seed).shuffle(rows)
     items, skipped = [], Counter()
@@ -136,7 +137,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.dry:
         args.target = "embedded"
         args.methods = ",".join(m for m in args.methods.split(",") if m != "llmlingua")
-    args.n = args.n if args.n is not None else (3 if args.dry else 100)
+    args.n = args.n if args.n is not None else (3 if args.dry else FULL_RUN)
     args.max_context = args.max_context or (300 if args.dry else 3000)
     args.max_reply = args.max_reply or (24 if args.dry else 256)
     args.min_history = args.min_history if args.min_history is not None else (24 if args.dry else 64)
@@ -341,9 +342,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
     skipped = ", ".join(f"{v} {k}" for k, v in meta["skipped"].items()) or "none"
     apart = "" if meta.get("disjoint_from") is None else f", none of seed {meta['disjoint_from']}'s 100"
     lines = [f"Target: {meta['target']}; reply likelihood retention on {meta['paired_conversations']} ShareGPT "
-             f"conversations (seed {meta['seed']}{apart}; paired: every condition on the same ones). The reply is the last assistant turn, scored "
-             f"on its first {meta['max_reply']} tokens; histories were cut to {meta['max_context']} target tokens in "
-             f"{meta['cut_conversations']} conversations (oldest messages first). Skipped: {skipped}. "
+             f"conversations (seed {meta['seed']}{apart}; paired: every condition on the same ones). The reply is "
+             f"the last assistant turn, scored on its first {meta['max_reply']} tokens; histories were cut to "
+             f"{meta['max_context']} target tokens in {meta['cut_conversations']} conversations (oldest messages "
+             f"first). Skipped: {skipped}. "
              f"{NO_HISTORY_NOTE[0].upper() + NO_HISTORY_NOTE[1:]}.", "",
              "| method | ratio asked | achieved (content tokens, mean / pooled) | retention % [95 % CI] | compress s "
              "| NLL s |", "|---|---|---|---|---|---|"]
