@@ -142,7 +142,7 @@ def linear_floor(scorer, n_tokens: int, rows: int, repeats: int) -> dict:
             "linear_gflops_per_s": round(flops / seconds / 1e9, 1) if seconds else None, "linear_rows": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--repeats", type=int, default=3)
@@ -158,6 +158,47 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.dry:
         args.repeats = 1
+    return args
+
+
+def time_runs(compressor, prompt, repeats: int) -> tuple[dict[float, list], list, float]:
+    """Best-of timings per ratio, interleaved, with one plain and one chunked forward pass after each round."""
+    compressor.compress(prompt, 0.5)  # warm-up: first-call allocations and kernel selection
+    runs: dict[float, list] = {r: [] for r in RATIOS}
+    passes, rss_before_pass = [], None
+    for _ in range(repeats):
+        for ratio in RATIOS:  # interleaved, so drift in machine load hits every ratio alike
+            t = time.perf_counter()
+            res = compressor.compress(prompt, ratio)
+            runs[ratio].append((time.perf_counter() - t, res))
+        rss_before_pass = rss_before_pass or peak_rss_mb()  # the one pass's own peak is not the compressor's
+        passes.append((*one_pass(compressor.scorer, res.original), chunked_pass(compressor.scorer, res.original)))
+    return runs, passes, rss_before_pass
+
+
+def ratio_row(ratio: float, runs: list, prompt, rows, pass_s: float, chunked_s: float, floor_s: float) -> dict:
+    wall, res = min(runs, key=lambda x: x[0])
+    return {
+        "ratio_requested": ratio,
+        "ratio_achieved": round(res.kept_ratio, 4),
+        "ratio_error_pct": round(100 * (res.kept_ratio - ratio) / ratio, 2),
+        "original_tokens": res.original_tokens,
+        "compressed_tokens": res.compressed_tokens,
+        "target_tokens": res.target_tokens,
+        "wall_s_best": round(wall, 3),
+        "wall_s_all": [round(w, 3) for w, _ in runs],
+        "tokens_per_s": round(res.original_tokens / wall, 1),
+        "ours_over_one_pass": round(wall / pass_s, 2),
+        "ours_over_chunked_pass": round(wall / chunked_s, 2),
+        "ours_over_linear_floor": round(wall / floor_s, 2),
+        "scored_tokens": res.timings.scored_tokens,
+        "parts": [p.__dict__ for p in res.parts],
+        **numbers_check(prompt, rows, res),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.model is None:  # convert (if needed) outside this process: its 3 GB peak is not ours
         code = "from lingua_compress.models import default_model_path; default_model_path()"
         subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL)
@@ -171,41 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     compressor.scorer
     load_s = time.perf_counter() - t0
-    compressor.compress(prompt, 0.5)  # warm-up: first-call allocations and kernel selection
-    runs: dict[float, list] = {r: [] for r in RATIOS}
-    passes, rss_before_pass = [], None
-    for _ in range(args.repeats):
-        for ratio in RATIOS:  # interleaved, so drift in machine load hits every ratio alike
-            t = time.perf_counter()
-            res = compressor.compress(prompt, ratio)
-            runs[ratio].append((time.perf_counter() - t, res))
-        rss_before_pass = rss_before_pass or peak_rss_mb()  # the one pass's own peak is not the compressor's
-        passes.append((*one_pass(compressor.scorer, res.original), chunked_pass(compressor.scorer, res.original)))
+    runs, passes, rss_before_pass = time_runs(compressor, prompt, args.repeats)
     body_s, pass_s, chunked_s = (min(p[i] for p in passes) for i in range(3))
-    floor = linear_floor(compressor.scorer, res.timings.scored_tokens, compressor.config.window_tokens,
+    last = runs[RATIOS[-1]][-1][1]
+    floor = linear_floor(compressor.scorer, last.timings.scored_tokens, compressor.config.window_tokens,
                          max(3, args.repeats))
     report = []
     for ratio in RATIOS:
-        wall, res = min(runs[ratio], key=lambda x: x[0])
-        row = {
-            "ratio_requested": ratio,
-            "ratio_achieved": round(res.kept_ratio, 4),
-            "ratio_error_pct": round(100 * (res.kept_ratio - ratio) / ratio, 2),
-            "original_tokens": res.original_tokens,
-            "compressed_tokens": res.compressed_tokens,
-            "target_tokens": res.target_tokens,
-            "wall_s_best": round(wall, 3),
-            "wall_s_all": [round(w, 3) for w, _ in runs[ratio]],
-            "tokens_per_s": round(res.original_tokens / wall, 1),
-            "ours_over_one_pass": round(wall / pass_s, 2),
-            "ours_over_chunked_pass": round(wall / chunked_s, 2),
-            "ours_over_linear_floor": round(wall / floor["linear_floor_s"], 2),
-            "scored_tokens": res.timings.scored_tokens,
-            "parts": [p.__dict__ for p in res.parts],
-            **numbers_check(prompt, rows, res),
-        }
-        print(json.dumps(row))
-        report.append(row)
+        report.append(ratio_row(ratio, runs[ratio], prompt, rows, pass_s, chunked_s, floor["linear_floor_s"]))
+        print(json.dumps(report[-1]))
     summary = {
         "benchmark": "bench_compress",
         "model": compressor.scorer.name,
