@@ -49,8 +49,8 @@ ASSISTANT_OPEN = "<|im_start|>assistant\n"
 METHODS = ("ours", "truncate", "llmlingua")
 # Ours with other MessagesConfig settings: the budget shared evenly (no recency ramp, no short turns kept), the
 # ramp at recency 0.5 and 0.1 (the default is 0.25), no elision of the oldest turns and more of it (elide_below 0
-# and 0.3; the default is 0.1).
-ABLATIONS = ("ours-flat", "ours-half", "ours-steeper", "ours-noelide", "ours-elide-more")
+# and 0.3; the default is 0.1), and a prototype that keeps the end of the newest reply verbatim (ours-tail).
+ABLATIONS = ("ours-flat", "ours-half", "ours-steeper", "ours-noelide", "ours-elide-more", "ours-tail")
 BASELINES = (("full", 1.0), ("no-history", 0.0))
 COMPARE = ("truncate", "llmlingua", *ABLATIONS)
 FULL_RUN = 100  # conversations a full run scores: the default --n, and what --disjoint-from keeps apart

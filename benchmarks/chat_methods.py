@@ -92,6 +92,70 @@ class Ours:
         return res.messages
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+")
+
+
+def split_tail(text: str, cap: float, count: Count) -> tuple[str, str]:
+    """``text`` cut in two where the tail is the most trailing lines (outside code fences), or failing that the most
+    trailing sentences of the last line, that fit ``cap`` tokens. ("", text) when all of it fits; (text, "") when
+    nothing does."""
+    if count(text) <= cap:
+        return "", text
+    lines = text.splitlines(keepends=True)
+    fences = [0]
+    for line in lines:
+        fences.append(fences[-1] + line.lstrip().startswith(("```", "~~~")))
+    best = len(lines)
+    for i in range(len(lines) - 1, 0, -1):
+        if fences[i] % 2:
+            continue  # inside a fenced block: its code stays whole on one side
+        if count("".join(lines[i:])) > cap:
+            break
+        best = i
+    if best < len(lines):
+        return "".join(lines[:best]), "".join(lines[best:])
+    last = lines[-1]
+    if fences[-1] % 2 or fences[-2] % 2:
+        return text, ""
+    cuts = [m.end() for m in _SENTENCE_END.finditer(last)]
+    for c in cuts:
+        if count(last[c:]) <= cap:
+            return "".join(lines[:-1]) + last[:c], last[c:]
+    return text, ""
+
+
+class OursTail(Ours):
+    """Prototype, measured on the tuning set before any library change: ours with the end of the newest assistant
+    turn kept verbatim (up to ``share`` of the budget), since the next reply often picks up where it stopped
+    ("continue"), and the rest of the history compressed by compress_messages to what is left."""
+
+    def __init__(self, share: float = 0.2, **config: object) -> None:
+        super().__init__(**config)
+        self.share = share
+
+    def __call__(self, history: Messages, ratio: float, count: Count) -> Messages:
+        from lingua_compress import BudgetWarning
+
+        budget = ratio * content_tokens(history, count)
+        k = next((i for i in range(len(history) - 2, -1, -1) if history[i]["role"] == "assistant"), None)
+        if k is None:
+            return super().__call__(history, ratio, count)
+        head, tail = split_tail(history[k]["content"], self.share * budget, count)
+        room = budget - count(tail)
+        if not tail or room <= count(history[-1]["content"]):
+            return super().__call__(history, ratio, count)
+        trimmed = [*history[:k], {**history[k], "content": head}, *history[k + 1:]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BudgetWarning)
+            res = self.compressor.compress_messages(trimmed, target_tokens=int(room), config=self.config,
+                                                    target_tokenizer=lambda t: [0] * count(t))
+        out = res.messages
+        kept = out[k]["content"]
+        glue = "" if not kept or kept[-1].isspace() else ("\n" if head.endswith("\n") else " ")
+        out[k] = {**out[k], "content": kept + glue + tail}
+        return out
+
+
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -159,13 +223,14 @@ VARIANTS = {"ours-flat": FLAT, "ours-half": {"recency": 0.5}, "ours-steeper": {"
 
 def fingerprint(method: str) -> str:
     """Changes when a method's code (or library) changes, so only that method's results are recomputed."""
-    if method == "ours" or method in VARIANTS:
+    if method == "ours" or method in VARIANTS or method == "ours-tail":
         import lingua_compress
 
         root = Path(lingua_compress.__file__).parent
         files = [p for p in root.glob("*.py") if p.name not in NOT_ON_THE_MESSAGES_PATH] + [*root.glob("messages/*.py")]
         code = inspect.getsource(Ours) + "".join(p.read_text() for p in sorted(files))
         code += repr(VARIANTS[method]) if method in VARIANTS else ""
+        code += inspect.getsource(OursTail) + inspect.getsource(split_tail) if method == "ours-tail" else ""
     elif method == "llmlingua":
         from importlib.metadata import version
 
@@ -184,6 +249,8 @@ def make_method(method: str, cache: Path) -> Callable[[Messages, float, Count], 
         return Ours()
     if method in VARIANTS:
         return Ours(**VARIANTS[method])
+    if method == "ours-tail":
+        return OursTail()
     if method == "llmlingua":
         return LLMLinguaChat(cache)
     return {"truncate": truncate, "full": full_history, "no-history": no_history}[method]

@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 from bench_chat import make_item, parse_args  # noqa: E402
-from chat_methods import content_tokens, render, split_back, truncate  # noqa: E402
+from chat_methods import content_tokens, render, split_back, split_tail, truncate  # noqa: E402
 
 
 def words(text: str) -> int:
@@ -105,6 +105,25 @@ def test_split_back_gives_each_turn_its_own_words():
     out = "Lisbon May warm dry children.\n\nPavilion Knowl same park."
     assert split_back(texts, out) == ["Lisbon May warm dry children.", "", "Pavilion Knowl same park."]
     assert split_back(texts, "") == ["", "", ""]
+
+
+@pytest.mark.parametrize("cap", [0, 3, 5, 9, 13, 40])
+def test_split_tail_keeps_trailing_lines_whole_and_never_cuts_a_fence(cap):
+    text = ("Intro line here.\n```py\nx = 1\ny = 2\n```\nFirst sentence. Second one here. Third is last.\n"
+            "Final line with five words\n")
+    head, tail = split_tail(text, cap, words)
+    assert head + tail == text
+    assert words(tail) <= cap
+    assert head.count("```") % 2 == 0  # the code block is on one side, whole
+    if cap >= words(text):
+        assert head == ""
+    elif cap >= 5:
+        assert tail.startswith("Final") or tail.startswith("First")
+
+
+def test_split_tail_falls_back_to_sentences_of_a_long_last_line():
+    head, tail = split_tail("Setup.\nOne two three. Four five. Six seven.", 4, words)
+    assert (head, tail) == ("Setup.\nOne two three. ", "Four five. Six seven.")
 
 
 def test_dry_defaults_drop_llmlingua_and_shrink_the_run():
