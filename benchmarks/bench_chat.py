@@ -340,7 +340,7 @@ def _pct(x: Any) -> str:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     skipped = ", ".join(f"{v} {k}" for k, v in meta["skipped"].items()) or "none"
-    apart = "" if meta.get("disjoint_from") is None else f", none of seed {meta['disjoint_from']}'s 100"
+    apart = "" if meta.get("disjoint_from") is None else f", none of seed {meta['disjoint_from']}'s {FULL_RUN}"
     lines = [f"Target: {meta['target']}; reply likelihood retention on {meta['paired_conversations']} ShareGPT "
              f"conversations (seed {meta['seed']}{apart}; paired: every condition on the same ones). The reply is "
              f"the last assistant turn, scored on its first {meta['max_reply']} tokens; histories were cut to "
