@@ -49,8 +49,10 @@ ASSISTANT_OPEN = "<|im_start|>assistant\n"
 METHODS = ("ours", "truncate", "llmlingua")
 # Ours with other MessagesConfig settings: the budget shared evenly (no recency ramp, no short turns kept), the
 # ramp at recency 0.5 and 0.1 (the default is 0.25), no elision of the oldest turns and more of it (elide_below 0
-# and 0.3; the default is 0.1), and a prototype that keeps the end of the newest reply verbatim (ours-tail).
-ABLATIONS = ("ours-flat", "ours-half", "ours-steeper", "ours-noelide", "ours-elide-more", "ours-tail")
+# and 0.3; the default is 0.1), a prototype that keeps the end of the newest reply verbatim (ours-tail), and the
+# compressor's coarse stage (whole lines and sentences) spending the whole budget, no token thinning (ours-coarse).
+ABLATIONS = ("ours-flat", "ours-half", "ours-steeper", "ours-noelide", "ours-elide-more", "ours-tail",
+             "ours-coarse")
 BASELINES = (("full", 1.0), ("no-history", 0.0))
 COMPARE = ("truncate", "llmlingua", *ABLATIONS)
 FULL_RUN = 100  # conversations a full run scores: the default --n, and what --disjoint-from keeps apart

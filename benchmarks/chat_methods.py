@@ -92,6 +92,19 @@ class Ours:
         return res.messages
 
 
+class OursCompression(Ours):
+    """Tuning prototype: ours with the compressor's coarse-to-fine split set otherwise (``CompressionConfig``
+    fields) and ``MessagesConfig`` at its defaults. Does keeping whole lines and sentences verbatim serve a reply
+    that copies the history's phrasing better than thinning every line?"""
+
+    def __init__(self, **compression: object) -> None:
+        from lingua_compress import CompressionConfig, Compressor, MessagesConfig
+
+        self.compressor = Compressor(config=CompressionConfig(**compression))
+        self.compressor.scorer  # load now, as Ours does
+        self.config = MessagesConfig()
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+")
 
 
@@ -219,11 +232,13 @@ FLAT = {"recency": 1.0, "keep_user_tokens": 0}
 # turns it cuts to a shred be elided whole (below 0.1 of their prose by default; never, or below 0.3)?
 VARIANTS = {"ours-flat": FLAT, "ours-half": {"recency": 0.5}, "ours-steeper": {"recency": 0.1},
             "ours-noelide": {"elide_below": 0.0}, "ours-elide-more": {"elide_below": 0.3}}
+# Ablations of the compressor under ours: the coarse stage (whole lines, then sentences) alone spends the budget.
+COMPRESSION_VARIANTS = {"ours-coarse": {"context_budget_factor": 1.0, "sentence_budget_factor": 1.0}}
 
 
 def fingerprint(method: str) -> str:
     """Changes when a method's code (or library) changes, so only that method's results are recomputed."""
-    if method == "ours" or method in VARIANTS or method == "ours-tail":
+    if method == "ours" or method in VARIANTS or method in COMPRESSION_VARIANTS or method == "ours-tail":
         import lingua_compress
 
         root = Path(lingua_compress.__file__).parent
@@ -231,6 +246,8 @@ def fingerprint(method: str) -> str:
         code = inspect.getsource(Ours) + "".join(p.read_text() for p in sorted(files))
         code += repr(VARIANTS[method]) if method in VARIANTS else ""
         code += inspect.getsource(OursTail) + inspect.getsource(split_tail) if method == "ours-tail" else ""
+        if method in COMPRESSION_VARIANTS:
+            code += repr(COMPRESSION_VARIANTS[method]) + inspect.getsource(OursCompression)
     elif method == "llmlingua":
         from importlib.metadata import version
 
@@ -251,6 +268,8 @@ def make_method(method: str, cache: Path) -> Callable[[Messages, float, Count], 
         return Ours(**VARIANTS[method])
     if method == "ours-tail":
         return OursTail()
+    if method in COMPRESSION_VARIANTS:
+        return OursCompression(**COMPRESSION_VARIANTS[method])
     if method == "llmlingua":
         return LLMLinguaChat(cache)
     return {"truncate": truncate, "full": full_history, "no-history": no_history}[method]

@@ -136,6 +136,8 @@ def test_the_flat_ablation_is_accepted_and_fingerprinted_apart():
 
     assert parse_args(["--methods", "ours,ours-flat"]).methods == ["ours", "ours-flat"]
     assert fingerprint("ours") != fingerprint("ours-flat")
+    assert len({fingerprint(m) for m in ("ours", "ours-tail", "ours-coarse")}) == 3
+    assert parse_args(["--methods", "ours,ours-coarse"]).methods == ["ours", "ours-coarse"]
     with pytest.raises(SystemExit):
         parse_args(["--methods", "ours-sideways"])
 
