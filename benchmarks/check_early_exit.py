@@ -71,7 +71,8 @@ def measure(compressor, texts: dict) -> dict:
             t = time.perf_counter()
             res = compressor.compress(prompt, ratio)
             seconds = round(time.perf_counter() - t, 3)
-            row[ratio] = {"seconds": seconds, "kept": kept_chars(res.original, res.kept_spans), "tokens": res.compressed_tokens}
+            kept = kept_chars(res.original, res.kept_spans)
+            row[ratio] = {"seconds": seconds, "kept": kept, "tokens": res.compressed_tokens}
         ids, offsets = compressor.scorer.tokenize(res.original)  # the prompt as one text, as it was scored
         row |= {"text": res.original, "nll": np.asarray(compressor.scorer.token_nll(ids), dtype=np.float64),
                 "offsets": np.asarray(offsets)}
