@@ -37,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_quality import Store  # noqa: E402
-from chat_methods import FORMAT, Count, Messages, content_tokens, fingerprint, make_method, render  # noqa: E402
+from chat_methods import (CONTINUE, FORMAT, Count, Messages, content_tokens, fingerprint,  # noqa: E402
+                          make_method, render)
 from quality_report import machine  # noqa: E402
 from quality_stats import retention, retention_diff  # noqa: E402
 
@@ -93,7 +94,8 @@ def load_items(args: argparse.Namespace, count: Count) -> tuple[list[dict], Coun
     rows.sort(key=lambda r: r["id"])
     apart: set[str] = set()
     if args.disjoint_from is not None:  # a tuning set: none of the conversations that seed's full run scores
-        other = argparse.Namespace(**{**vars(args), "seed": args.disjoint_from, "n": FULL_RUN, "disjoint_from": None})
+        other = argparse.Namespace(**{**vars(args), "seed": args.disjoint_from, "n": FULL_RUN, "disjoint_from": None,
+                                        "continuations": False})
         apart = {it["id"] for it in load_items(other, count)[0]}
     random.Random(args.seed).shuffle(rows)
     items, skipped = [], Counter()
@@ -102,6 +104,8 @@ def load_items(args: argparse.Namespace, count: Count) -> tuple[list[dict], Coun
             skipped["in the --disjoint-from seed's 100"] += 1
             continue
         item, why = make_item(row, count, args)
+        if item is not None and args.continuations and not CONTINUE.match(item["history"][-1]["content"]):
+            item, why = None, "last user turn not a request to continue (--continuations)"
         if item is None:
             skipped[why] += 1
             continue
@@ -125,6 +129,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--disjoint-from", type=int, default=None, metavar="SEED",
                     help="skip the 100 conversations that --seed SEED scores: tune settings on conversations that "
                          "the evaluation never sees")
+    ap.add_argument("--continuations", action="store_true",
+                    help="only conversations whose last user turn asks to continue the previous reply (a tuning "
+                         "subset for rules about such turns)")
     ap.add_argument("--max-context", type=int, default=None,
                     help="target tokens of system + history + reply; older messages are cut (default 3000; 300 dry)")
     ap.add_argument("--max-reply", type=int, default=None, help="reply tokens scored (default 256; 24 with --dry)")
@@ -251,7 +258,7 @@ def run(args: argparse.Namespace) -> dict:
         target.set_prefix(target.tokenize(SYSTEM))  # shared by every condition: computed once
         evaluate(args, target, items, conds, store, done, count)
     meta = {"target": args.target, "data": str(args.data), "seed": args.seed, "disjoint_from": args.disjoint_from,
-            "conversations_asked": args.n,
+            "continuations_only": args.continuations, "conversations_asked": args.n,
             "skipped": dict(skipped), "max_context": args.max_context, "max_reply": args.max_reply,
             "min_history": args.min_history, "cut_conversations": sum(it["dropped_messages"] > 0 for it in items),
             "no_history": NO_HISTORY_NOTE, "format": FORMAT, "work": str(work), "wall_s": round(time.perf_counter()
@@ -343,6 +350,7 @@ def _pct(x: Any) -> str:
 def markdown(rows: list[dict], meta: dict) -> str:
     skipped = ", ".join(f"{v} {k}" for k, v in meta["skipped"].items()) or "none"
     apart = "" if meta.get("disjoint_from") is None else f", none of seed {meta['disjoint_from']}'s {FULL_RUN}"
+    apart += "; only those whose last user turn asks to continue" if meta.get("continuations_only") else ""
     lines = [f"Target: {meta['target']}; reply likelihood retention on {meta['paired_conversations']} ShareGPT "
              f"conversations (seed {meta['seed']}{apart}; paired: every condition on the same ones). The reply is "
              f"the last assistant turn, scored on its first {meta['max_reply']} tokens; histories were cut to "

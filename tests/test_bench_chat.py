@@ -57,7 +57,7 @@ CHATS = [
 
 
 def args_for(**kw) -> argparse.Namespace:
-    return argparse.Namespace(**{"max_reply": 50, "max_context": 1000, "min_history": 5, **kw})
+    return argparse.Namespace(**{"max_reply": 50, "max_context": 1000, "min_history": 5, "continuations": False, **kw})
 
 
 def test_item_is_the_last_reply_after_the_history_it_follows():
@@ -78,6 +78,27 @@ def test_a_tuning_set_never_shares_a_conversation_with_the_evaluation(tmp_path):
     tuning, skipped = load_items(args_for(**base, seed=1, n=100, disjoint_from=0), words)
     assert len(evaluation) == 100 and len(tuning) == 180 - 100
     assert not evaluation & {it["id"] for it in tuning} and skipped["in the --disjoint-from seed's 100"] == 100
+
+
+def test_continuations_keeps_only_conversations_that_end_asking_to_continue(tmp_path):
+    from bench_chat import load_items
+
+    item = make_item(CHATS[0], words, args_for())[0]
+    k = max(i for i, m in enumerate(CHATS[0]["conversations"]) if m["value"].strip() == item["history"][-1]["content"])
+    asks = ["continue", "Please continue from the above.", "continue to step 3", "Continue writing please",
+            "Which one is closer?", "Continue the list with ten more museums in other cities, with opening hours"]
+    rows = []
+    for j, text in enumerate(asks):
+        turns = [dict(m) for m in CHATS[0]["conversations"]]
+        turns[k]["value"] = text
+        rows.append({"id": f"c{j}", "conversations": turns})
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = dict(data=data, seed=0, n=100, disjoint_from=None)
+    items, skipped = load_items(args_for(**base, continuations=True), words)
+    assert sorted(it["id"] for it in items) == ["c0", "c1", "c2", "c3"]
+    assert sum(skipped.values()) == 2
+    assert len(load_items(args_for(**base), words)[0]) == 6
 
 
 def test_long_histories_lose_their_oldest_messages_first():
