@@ -14,7 +14,6 @@ Writes check_early_exit.json. Needs the embedded model; not run by the tests (it
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -25,7 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_compress import DEFAULT_DATA, build_prompt  # noqa: E402
-from quality_report import machine  # noqa: E402
+from quality_report import emit, machine  # noqa: E402
 
 RATIOS = (0.5, 0.2, 0.1)
 
@@ -116,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in layers[1:]:
         keep_first_layers(compressor, n)
         report["layers"][str(n)] = compare(base, measure(compressor, texts))
-    print(json.dumps(report, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "check_early_exit.json").write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, args.out, "check_early_exit.json")
     return 0
 
 

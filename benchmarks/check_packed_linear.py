@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_compress import DEFAULT_DATA, build_prompt  # noqa: E402
-from quality_report import machine  # noqa: E402
+from quality_report import emit, machine  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         rows["token_nll"] = {"tokens": len(ids), "pearson": float(np.corrcoef(x, y)[0, 1]),
                              "max_abs_diff": float(np.abs(x - y).max())}
         report["texts"][name] = rows
-    print(json.dumps(report, indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "check_packed_linear.json").write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, args.out, "check_packed_linear.json")
     return 0
 
 

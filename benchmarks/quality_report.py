@@ -151,6 +151,13 @@ def _paired_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def emit(report: dict, out: Path, name: str) -> None:
+    """Print a check's JSON report and write it to ``out / name``."""
+    print(json.dumps(report, indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(report, indent=2) + "\n")
+
+
 def machine() -> dict[str, Any]:
     """What the timings depend on: CPU model and the flags that pick the scorer's dtype, and thread counts."""
     flags, model = set(), platform.processor()
