@@ -34,6 +34,9 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
+SECONDS = ("compress_s", "answer_s", "compress_cpu_s", "answer_cpu_s")  # per record, wall and CPU
+
+
 def _median(values: list[float]) -> float | None:
     """Seconds are summarised by their median: one run paused mid-item (SIGSTOP, a suspended laptop) records hours
     of wall time that are not the method's, and would dominate a mean over a few dozen items."""
@@ -50,9 +53,7 @@ def _row(k: int, cond: tuple[str, float], recs: list[dict], failed: int) -> dict
             "correct": sum(r["correct"] for r in recs), "accuracy": acc["rate"], "acc_ci": acc["ci"],
             "parametric": par["rate"], "param_ci": par["ci"],
             "survival": _mean([float(r["survived"]) for r in recs]), "achieved": _mean([r["achieved"] for r in recs]),
-            "compress_s": _median([r["compress_s"] for r in recs]), "answer_s": _median([r["answer_s"] for r in recs]),
-            "compress_cpu_s": _median([r["compress_cpu_s"] for r in recs]),
-            "answer_cpu_s": _median([r["answer_cpu_s"] for r in recs]),
+            **{key: _median([r[key] for r in recs]) for key in SECONDS},
             "by_position": by_pos, "not_ok": failed}
 
 
