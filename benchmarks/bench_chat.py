@@ -217,8 +217,9 @@ def score(target, item: dict, messages: Messages, count: Count) -> dict:
 def evaluate(args, target, items: list[dict], conds, store: Store, done: dict, count: Count) -> None:
     from tqdm import tqdm
 
-    from lingua_compress.models import cache_dir
+    from lingua_compress.models import cache_dir, cpu_bf16_feature
 
+    host = cpu_bf16_feature()  # decides the scorer's dtype (auto: bf16 with the feature, else fp32): kept per row
     fns: dict[str, Any] = {}
     fps = {m: fingerprint(m) for m in dict.fromkeys(m for m, _ in conds)}
     bar = tqdm(total=len(items) * len(conds), desc="chat", file=sys.stderr, smoothing=0.05)
@@ -233,7 +234,7 @@ def evaluate(args, target, items: list[dict], conds, store: Store, done: dict, c
             messages = fns[method](item["history"], ratio, count)
             compress_s = round(time.perf_counter() - t, 3)
             row = {"method": method, "ratio": ratio, "id": item["id"], "fp": fps[method], "digest": item["digest"],
-                   "compress_s": compress_s, **score(target, item, messages, count)}
+                   "compress_s": compress_s, "cpu_bf16": host, **score(target, item, messages, count)}
             store.add(row)
             done[(method, ratio, item["id"])] = row
             bar.update(1)

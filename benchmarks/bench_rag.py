@@ -328,7 +328,7 @@ def run_condition(ctx: dict, item: dict, k: int, docs: list[str], gold: int, met
     old = store.get(item["id"], k, method, ratio)  # of an older fingerprint: evaluate() skips current ones
     full_tokens = count(JOIN.join(docs))
     rec = {"item": item["id"], "k": k, "method": method, "ratio": ratio, "fp": fp, "position": ctx["position"],
-           "gold_index": gold, "full_tokens": full_tokens}
+           "gold_index": gold, "full_tokens": full_tokens, "cpu_bf16": ctx["cpu_bf16"]}
     # Wall and CPU seconds: on a shared CPU the wall clock says more about the neighbours than about the method.
     t, cpu = time.perf_counter(), time.process_time()
     try:
@@ -378,7 +378,10 @@ def evaluate(args: argparse.Namespace, items: list[dict], rows: list[dict], cond
 
         torch.set_num_threads(args.threads)  # our scorer, LLMLingua's and the dry target
     target = load_rag_target(args)
-    ctx = {"args": args, "store": store, "target": target, "fps": fps,
+    from lingua_compress.models import cpu_bf16_feature
+
+    # The host's bf16 feature decides the scorer's dtype (dtype="auto": bf16 with one, else fp32): kept per record.
+    ctx = {"args": args, "store": store, "target": target, "fps": fps, "cpu_bf16": cpu_bf16_feature(),
            "methods": make_methods(args, {t[3] for t in todo}),
            "count": lambda text: len(target.tokenize(text)),
            "texts": Store(work / "texts.jsonl", ("item", "k", "method", "ratio")) if args.save_texts else None}
