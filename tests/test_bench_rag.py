@@ -110,3 +110,17 @@ def test_dry_run_answers_every_condition_and_resumes(tmp_path):
     assert "| 3 | ours-qa | 0.5 |" in (tmp_path / "out" / "bench_rag_dry.md").read_text()
     assert bench_rag.main(argv) == 0  # resumed: nothing is computed twice
     assert records.read_text().splitlines() == lines
+
+
+def test_rag_speed_check_dry_times_both_modes_per_item(tmp_path):
+    import check_rag_speed
+
+    report = check_rag_speed.main(["--dry", "--data", str(_rows(tmp_path)), "--out", str(tmp_path / "out"),
+                                   "--ratios", "0.5", "--threads", "1"])
+    (rec,) = report["records"]
+    for mode in ("ours-agnostic", "ours-qa"):
+        assert rec[mode]["s"] > 0 and rec[mode]["scored_tokens"] > 0 and 0 < rec[mode]["kept_ratio"] <= 1
+    assert rec["qa_over_agnostic"] == pytest.approx(rec["ours-qa"]["s"] / rec["ours-agnostic"]["s"], abs=1e-3)
+    summary = report["summary"]["0.5"]
+    assert summary["n"] == 1 and summary["qa_over_agnostic_median"] == rec["qa_over_agnostic"]
+    assert json.loads((tmp_path / "out" / "check_rag_speed_dry.json").read_text())["records"] == report["records"]
