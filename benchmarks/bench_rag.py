@@ -40,6 +40,7 @@ from quality_targets import LlamaTarget  # noqa: E402
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "nq_conflicts_1500.jsonl"
 METHODS = ("ours-qa", "ours-agnostic", "longllmlingua", "embed", "truncate", "full")
+ABLATIONS = ("ours-qa-doc",)  # only when named in --methods
 POSITIONS = ("start", "middle", "end")
 INSTRUCTION = "Answer the question using only the documents; reply with a short answer."
 FORMAT = "rag-chat-v1"  # bump when the prompt layout or the answer rule changes: the work folder changes with it
@@ -63,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="question-aware methods: more relevant documents pruned less (LongLLMLingua's 0.3)")
     ap.add_argument("--max-tokens", type=int, default=None, help="answer cap (default 32; 8 with --dry)")
     ap.add_argument("--seed", type=int, default=0, help="item order and distractor choice")
+    ap.add_argument("--disjoint-from", type=int, default=None, metavar="SEED",
+                    help="skip the 200 items that --seed SEED scores: tune on items the evaluation never sees")
     ap.add_argument("--threads", type=int, default=None,
                     help="llama.cpp and torch threads (default: every core; 1 with --dry, which often runs beside "
                          "other jobs, where two spinning torch threads per process run several times slower)")
@@ -83,10 +86,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.positions = [p.strip() for p in args.positions.split(",") if p.strip()]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.max_tokens = args.max_tokens or (8 if args.dry else 32)
-    args.stem = "bench_rag_dry" if args.dry else "bench_rag"
+    args.stem = "bench_rag_dry" if args.dry else "bench_rag" if args.seed == 0 else f"bench_rag_seed{args.seed}"
     args.max_chars = 400 if args.dry else 0
-    if bad := [m for m in args.methods if m not in METHODS]:
-        ap.error(f"unknown methods {bad}; choose from {METHODS}")
+    if bad := [m for m in args.methods if m not in METHODS + ABLATIONS]:
+        ap.error(f"unknown methods {bad}; choose from {METHODS + ABLATIONS}")
     if bad := [p for p in args.positions if p not in POSITIONS]:
         ap.error(f"unknown positions {bad}; choose from {POSITIONS}")
     if any(not 0 < r <= 1 for r in args.ratios) or any(k < 1 for k in args.passages) or not 0 <= args.dynamic_ratio < 1:
@@ -117,13 +120,18 @@ def first_line(text: str) -> str:
 # ---------------------------------------------------------------- items and prompts
 
 
-def load_items(path: Path, n: int, seed: int, max_chars: int = 0) -> tuple[list[dict], list[dict]]:
+def load_items(path: Path, n: int, seed: int, max_chars: int = 0,
+               disjoint_from: int | None = None) -> tuple[list[dict], list[dict]]:
     """The first n items of a seeded shuffle (a larger --n extends the same list) and every row, for distractors;
-    ``max_chars`` keeps only passages that short (the dry run: short prompts, seconds on the embedded model)."""
+    ``max_chars`` keeps only passages that short (the dry run: short prompts, seconds on the embedded model);
+    ``disjoint_from``: without the first 200 items of that seed's shuffle (the evaluation set)."""
     rows = [json.loads(line) for line in path.open() if line.strip()]
     rows = [r for r in rows if not max_chars or len(r["passage"]) <= max_chars]
     order = list(range(len(rows)))
     random.Random(f"rag-items-{seed}").shuffle(order)
+    if disjoint_from is not None:
+        held = {r["id"] for r in load_items(path, 200, disjoint_from, max_chars)[0]}
+        order = [i for i in order if rows[i]["id"] not in held]
     return [rows[i] for i in order[:n]], rows
 
 
@@ -178,6 +186,25 @@ class Ours:
         return JOIN.join(res.documents[i] for i in res.order)
 
 
+# Ablation (not the library's default): the question-aware ranking alone spends the budget on whole documents, most
+# relevant first; no sentence or word is pruned inside them. Embedding retrieval's granularity with our ranking.
+DOC_CONFIG = {"context_budget_factor": 1.0, "coarse_sentences": False}
+
+
+class OursDoc:
+    """``ours-qa`` with :data:`DOC_CONFIG`: the same call, on the same scorer."""
+
+    def __init__(self, ours: Ours) -> None:
+        from lingua_compress import CompressionConfig, Compressor
+
+        self.ours = Ours.__new__(Ours)
+        self.ours.reorder, self.ours.dynamic_ratio = ours.reorder, ours.dynamic_ratio
+        self.ours.compressor = Compressor(config=CompressionConfig(**DOC_CONFIG), scorer=ours.compressor.scorer)
+
+    def __call__(self, docs: list[str], question: str, ratio: float, count: Count) -> str:
+        return self.ours.qa(docs, question, ratio, count)
+
+
 class LongLLMLingua:
     """llmlingua 0.2.2 in its LongLLMLingua mode (the README's recipe), on the same Gemma weights as ours."""
 
@@ -221,9 +248,9 @@ def make_methods(args: argparse.Namespace, needed: set[str]) -> dict[str, Callab
     from lingua_compress.models import cache_dir
 
     out: dict[str, Callable[..., str]] = {}
-    if {"ours-qa", "ours-agnostic"} & needed:
+    if {"ours-qa", "ours-agnostic", "ours-qa-doc"} & needed:
         ours = Ours(args.reorder, args.dynamic_ratio)
-        out.update({"ours-qa": ours.qa, "ours-agnostic": ours.agnostic})
+        out.update({"ours-qa": ours.qa, "ours-agnostic": ours.agnostic, "ours-qa-doc": OursDoc(ours)})
     if "longllmlingua" in needed:
         out["longllmlingua"] = LongLLMLingua(cache_dir() / "bench_quality", args.reorder, args.dynamic_ratio)
     if "embed" in needed:
@@ -235,9 +262,11 @@ def make_methods(args: argparse.Namespace, needed: set[str]) -> dict[str, Callab
 
 def fingerprint(method: str, args: argparse.Namespace) -> str:
     """Changes when what the method makes can change (its code, the library, its settings): records are redone."""
-    settings = repr((args.reorder, args.dynamic_ratio)) if method in ("ours-qa", "longllmlingua") else ""
+    qa = ("ours-qa", "longllmlingua", "ours-qa-doc")
+    settings = repr((args.reorder, args.dynamic_ratio)) if method in qa else ""
     if method.startswith("ours"):
         code = quality_fingerprint("ours") + inspect.getsource(Ours)
+        code += inspect.getsource(OursDoc) + repr(DOC_CONFIG) if method == "ours-qa-doc" else ""
     elif method == "longllmlingua":
         code = quality_fingerprint("llmlingua") + inspect.getsource(LongLLMLingua)
     elif method in ("embed", "truncate"):
@@ -307,6 +336,8 @@ def work_dir(args: argparse.Namespace) -> Path:
     key = {"target": args.target, "max_tokens": args.max_tokens, "instruction": INSTRUCTION, "format": FORMAT,
            "seed": args.seed, "data": args.data.name, "positions": args.positions,
            "max_chars": args.max_chars}
+    if args.disjoint_from is not None:  # only then: the folders of earlier runs keep their names
+        key["disjoint_from"] = args.disjoint_from
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return (args.work or HERE / "results" / "quality_work") / f"rag-{args.target}-{digest}"
 
@@ -395,7 +426,7 @@ def evaluate(args: argparse.Namespace, items: list[dict], rows: list[dict], cond
 
 
 def run(args: argparse.Namespace) -> dict:
-    items, rows = load_items(args.data, args.n, args.seed, args.max_chars)
+    items, rows = load_items(args.data, args.n, args.seed, args.max_chars, args.disjoint_from)
     conds = conditions(args)
     work = work_dir(args)
     work.mkdir(parents=True, exist_ok=True)

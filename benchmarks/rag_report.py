@@ -13,7 +13,8 @@ from quality_report import machine
 from quality_stats import accuracy_diff, mcnemar, wilson
 
 # Each of ours is compared with these at its own ratio (full: the uncompressed documents).
-COMPARE = {"ours-qa": ("full", "longllmlingua", "embed", "truncate", "ours-agnostic"), "ours-agnostic": ("full",)}
+COMPARE = {"ours-qa": ("full", "longllmlingua", "embed", "truncate", "ours-agnostic"), "ours-agnostic": ("full",),
+           "ours-qa-doc": ("ours-qa", "embed", "full")}
 
 
 def _ok(store, items, k: int, cond: tuple[str, float]) -> dict[str, dict]:
@@ -127,7 +128,8 @@ def _pp(d: dict) -> str:
 
 def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
     pos = meta["positions"]
-    lines = [f"Target: {meta['target']}; counterfactual NQ, {meta['items']} items, gold passage at "
+    held = f", none of seed {meta['disjoint_from']}'s" if meta["disjoint_from"] is not None else ""
+    lines = [f"Target: {meta['target']}; counterfactual NQ, {meta['items']} items (seed {meta['seed']}{held}), gold passage at "
              f"{'/'.join(pos)} (round-robin); paired items per passage count: {meta['paired']}. Accuracy: the "
              "substituted answer in the one-line reply; parametric: the real-world answer instead; survival: the "
              "answer still in the compressed documents; achieved: kept / original document tokens (target's); seconds: "
@@ -159,6 +161,7 @@ def report(args, items, conds, store, work, wall_s: float) -> dict:
     meta = {"target": args.target, "items": len(items), "passages": args.passages, "ratios": args.ratios,
             "positions": args.positions, "methods": args.methods, "paired": paired, "reorder": args.reorder,
             "dynamic_ratio": args.dynamic_ratio, "max_tokens": args.max_tokens, "seed": args.seed,
+            "disjoint_from": args.disjoint_from,
             "work": str(work), "wall_s": round(wall_s, 1), "threads": args.threads or os.cpu_count(),
             "load_average": os.getloadavg(), "machine": machine()}
     head = headline(args, rows, diffs)
