@@ -129,9 +129,9 @@ def _pp(d: dict) -> str:
 def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
     pos = meta["positions"]
     held = f", none of seed {meta['disjoint_from']}'s" if meta["disjoint_from"] is not None else ""
-    lines = [f"Target: {meta['target']}; counterfactual NQ, {meta['items']} items (seed {meta['seed']}{held}), gold passage at "
-             f"{'/'.join(pos)} (round-robin); paired items per passage count: {meta['paired']}. Accuracy: the "
-             "substituted answer in the one-line reply; parametric: the real-world answer instead; survival: the "
+    lines = [f"Target: {meta['target']}; counterfactual NQ, {meta['items']} items (seed {meta['seed']}{held}), gold "
+             f"passage at {'/'.join(pos)} (round-robin); paired items per passage count: {meta['paired']}. Accuracy: "
+             "the substituted answer in the one-line reply; parametric: the real-world answer instead; survival: the "
              "answer still in the compressed documents; achieved: kept / original document tokens (target's); seconds: "
              "medians over items.", "",
              "| passages | method | ratio | achieved | accuracy [95 % CI] | parametric [95 % CI] | survival | "
