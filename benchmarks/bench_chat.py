@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 from bench_quality import Store  # noqa: E402
 from chat_methods import (CONTINUE, FORMAT, Count, Messages, content_tokens, fingerprint,  # noqa: E402
                           make_method, render)
-from quality_report import machine  # noqa: E402
+from quality_report import host_counts, hosts_line, machine  # noqa: E402
 from quality_stats import retention, retention_diff  # noqa: E402
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "sharegpt_400.jsonl"
@@ -291,7 +291,7 @@ def _rows(conds, items, done) -> tuple[list[dict], list[str]]:
             row.update(achieved=round(sum(r["achieved"] for r in recs) / len(recs), 4),
                        achieved_pooled=round(pooled, 4),
                        compress_s=round(sum(r["compress_s"] for r in recs) / len(recs), 3),
-                       nll_s=round(sum(r["nll_s"] for r in recs) / len(recs), 3))
+                       nll_s=round(sum(r["nll_s"] for r in recs) / len(recs), 3), hosts=host_counts(recs))
         if c[0] == "ours" and recs:
             row["vs"] = {o: retention_diff(zero, full, nll[c], nll[(o, c[1])]) for o in COMPARE if (o, c[1]) in nll}
         rows.append(row)
@@ -366,6 +366,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         achieved = f"{r.get('achieved', '–')} / {r.get('achieved_pooled', '–')}"
         lines.append(f"| {r['method']} | {r['ratio']} | {achieved} | {ret} | {r.get('compress_s', '–')} | "
                      f"{r.get('nll_s', '–')} |")
+    hosts = hosts_line(rows, lambda r: f"{r['method']} {r['ratio']}")
+    lines += ["", hosts] if hosts else []
     lines += ["", "Paired differences in retention, ours − baseline, points [95 % bootstrap interval over "
               "conversations]:", "", "| ratio | vs | Δ retention | n |", "|---|---|---|---|"]
     for r in rows:

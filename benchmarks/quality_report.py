@@ -220,3 +220,23 @@ def report(args, conds, prefixes, evals, work: Path, wall_s: float) -> dict:
     headline = {"meta": meta, "plot": plotted,
                 "rows": [{k: r.get(k) for k in ("method", "ratio", "achieved", "accuracy", "retention")} for r in rows]}
     return {"headline": headline, "rows": clean_rows}
+
+
+def host_counts(recs: list[dict]) -> dict[str, int]:
+    """How many records each kind of host made, by its bf16 feature (recorded since 2026-12-06)."""
+    out: dict[str, int] = {}
+    for r in recs:
+        key = r.get("cpu_bf16", "unrecorded")
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def hosts_line(rows: list[dict], label: Any) -> str:
+    """One line saying where our methods' records were made: the host's bf16 feature picks the scorer's dtype under
+    ``dtype="auto"``, and bf16 and fp32 scores can differ enough to keep different words."""
+    parts = [f"{label(r)}: " + ", ".join(f"{k} {v}" for k, v in r["hosts"].items())
+             for r in rows if r.get("hosts") and str(r["method"]).startswith("ours")]
+    if not parts:
+        return ""
+    return ("Records by host (its bf16 feature sets the scorer's dtype: bf16 with amx_bf16 or avx512_bf16, fp32 "
+            "with none; unrecorded: made before 2026-12-06, on either): " + "; ".join(parts) + ".")

@@ -9,7 +9,7 @@ import os
 import statistics
 from typing import Any
 
-from quality_report import machine
+from quality_report import host_counts, hosts_line, machine
 from quality_stats import accuracy_diff, mcnemar, wilson
 
 # Each of ours is compared with these at its own ratio (full: the uncompressed documents).
@@ -55,7 +55,7 @@ def _row(k: int, cond: tuple[str, float], recs: list[dict], failed: int) -> dict
             "parametric": par["rate"], "param_ci": par["ci"],
             "survival": _mean([float(r["survived"]) for r in recs]), "achieved": _mean([r["achieved"] for r in recs]),
             **{key: _median([r[key] for r in recs]) for key in SECONDS},
-            "by_position": by_pos, "not_ok": failed}
+            "by_position": by_pos, "not_ok": failed, "hosts": host_counts(recs)}
 
 
 def _diff(a: dict[str, dict], b: dict[str, dict]) -> dict[str, Any]:
@@ -145,6 +145,8 @@ def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
                      f"{_num(r['compress_s'])} / {_num(r['compress_cpu_s'])} | "
                      f"{_num(r['answer_s'])} / {_num(r['answer_cpu_s'])} | "
                      f"{r['not_ok']} |")
+    hosts = hosts_line(rows, lambda r: f"{r['method']} {r['ratio']}")
+    lines += ["", hosts] if hosts else []
     lines += ["", "Paired differences, ours − other, in points (95 % bootstrap interval over items; accuracy also "
               "with the exact McNemar p and its discordant pairs):", "",
               "| passages | ratio | method | vs | Δ accuracy (n, p, only ours/only other) | Δ survival |",

@@ -192,4 +192,8 @@ def test_dry_run_is_paired_reports_and_resumes(tmp_path):
     (tmp_path / "out" / "bench_chat_dry.md").unlink()
     assert bench_chat.main(argv) == 0  # resumed: nothing computed twice
     assert (tmp_path / "work" / "evals.jsonl").read_text().splitlines() == lines
-    assert "| ours | 0.5 |" in (tmp_path / "out" / "bench_chat_dry.md").read_text()
+    md = (tmp_path / "out" / "bench_chat_dry.md").read_text()
+    assert "| ours | 0.5 |" in md
+    from lingua_compress.models import cpu_bf16_feature  # where the rows were made: it sets the scorer's dtype
+
+    assert rows[("ours", 0.5)]["hosts"] == {cpu_bf16_feature(): 3} and f"ours 0.5: {cpu_bf16_feature()} 3" in md

@@ -107,7 +107,12 @@ def test_dry_run_answers_every_condition_and_resumes(tmp_path):
             assert abs(row["achieved"] - ratio) < 0.1, (method, row["achieved"])
     assert {d["vs"] for d in report["paired"] if d["method"] == "ours-qa"} == {"full", "embed", "truncate",
                                                                               "ours-agnostic"}
-    assert "| 3 | ours-qa | 0.5 |" in (tmp_path / "out" / "bench_rag_dry.md").read_text()
+    md = (tmp_path / "out" / "bench_rag_dry.md").read_text()
+    assert "| 3 | ours-qa | 0.5 |" in md
+    from lingua_compress.models import cpu_bf16_feature  # where the records were made: it sets the scorer's dtype
+
+    assert rows[("ours-qa", 0.5)]["hosts"] == {cpu_bf16_feature(): args.n}
+    assert f"ours-qa 0.5: {cpu_bf16_feature()} {args.n}" in md
     assert bench_rag.main(argv) == 0  # resumed: nothing is computed twice
     assert records.read_text().splitlines() == lines
 
