@@ -366,7 +366,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         achieved = f"{r.get('achieved', '–')} / {r.get('achieved_pooled', '–')}"
         lines.append(f"| {r['method']} | {r['ratio']} | {achieved} | {ret} | {r.get('compress_s', '–')} | "
                      f"{r.get('nll_s', '–')} |")
-    hosts = hosts_line(rows, lambda r: f"{r['method']} {r['ratio']}")
+    hosts = hosts_line(rows)
     lines += ["", hosts] if hosts else []
     lines += ["", "Paired differences in retention, ours − baseline, points [95 % bootstrap interval over "
               "conversations]:", "", "| ratio | vs | Δ retention | n |", "|---|---|---|---|"]

@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--passages", type=int, default=None, help="documents per prompt (default 20; 3 with --dry)")
     ap.add_argument("--ratios", default="0.25,0.1")
     ap.add_argument("--repeats", type=int, default=None, help="best of (default 3; 1 with --dry)")
-    ap.add_argument("--dtype", default="auto", help="the scorer's: auto, float32 (a CPU without bf16), bfloat16")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                    help="the scorer's (float32: the path of a CPU without native bf16)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--dry", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "results")

@@ -231,10 +231,10 @@ def host_counts(recs: list[dict]) -> dict[str, int]:
     return out
 
 
-def hosts_line(rows: list[dict], label: Any) -> str:
+def hosts_line(rows: list[dict]) -> str:
     """One line saying where our methods' records were made: the host's bf16 feature picks the scorer's dtype under
     ``dtype="auto"``, and bf16 and fp32 scores can differ enough to keep different words."""
-    parts = [f"{label(r)}: " + ", ".join(f"{k} {v}" for k, v in r["hosts"].items())
+    parts = [f"{r['method']} {r['ratio']}: " + ", ".join(f"{k} {v}" for k, v in r["hosts"].items())
              for r in rows if r.get("hosts") and str(r["method"]).startswith("ours")]
     if not parts:
         return ""

@@ -145,7 +145,7 @@ def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
                      f"{_num(r['compress_s'])} / {_num(r['compress_cpu_s'])} | "
                      f"{_num(r['answer_s'])} / {_num(r['answer_cpu_s'])} | "
                      f"{r['not_ok']} |")
-    hosts = hosts_line(rows, lambda r: f"{r['method']} {r['ratio']}")
+    hosts = hosts_line(rows)
     lines += ["", hosts] if hosts else []
     lines += ["", "Paired differences, ours − other, in points (95 % bootstrap interval over items; accuracy also "
               "with the exact McNemar p and its discordant pairs):", "",
