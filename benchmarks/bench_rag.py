@@ -44,6 +44,7 @@ ABLATIONS = ("ours-qa-doc",)  # only when named in --methods
 POSITIONS = ("start", "middle", "end")
 INSTRUCTION = "Answer the question using only the documents; reply with a short answer."
 FORMAT = "rag-chat-v1"  # bump when the prompt layout or the answer rule changes: the work folder changes with it
+DRY_MAX_CHARS = 400  # --dry: only passages this short, so the embedded model answers in seconds
 FIRST_RATIOS = (0.25, 0.1)  # with the most passages: run for every item before the other conditions
 LONG_REORDER = {"none": "original", "sort": "sort", "two_ends": "two_stage"}  # ours' reorder in LLMLingua's words
 Count = Callable[[str], int]
@@ -87,7 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.max_tokens = args.max_tokens or (8 if args.dry else 32)
     args.stem = "bench_rag_dry" if args.dry else "bench_rag" if args.seed == 0 else f"bench_rag_seed{args.seed}"
-    args.max_chars = 400 if args.dry else 0
+    args.max_chars = DRY_MAX_CHARS if args.dry else 0
     if bad := [m for m in args.methods if m not in METHODS + ABLATIONS]:
         ap.error(f"unknown methods {bad}; choose from {METHODS + ABLATIONS}")
     if bad := [p for p in args.positions if p not in POSITIONS]:

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    items, rows = R.load_items(args.data, args.n, 0, 400 if args.dry else 0)
+    items, rows = R.load_items(args.data, args.n, 0, R.DRY_MAX_CHARS if args.dry else 0)
     compressor = Compressor(dtype=args.dtype)
     compressor.compress_documents(["A warm-up document.", "Another one."], question="Which one?", ratio=0.5)
     records = []

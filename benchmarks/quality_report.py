@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -224,11 +225,7 @@ def report(args, conds, prefixes, evals, work: Path, wall_s: float) -> dict:
 
 def host_counts(recs: list[dict]) -> dict[str, int]:
     """How many records each kind of host made, by its bf16 feature (recorded since 2026-12-06)."""
-    out: dict[str, int] = {}
-    for r in recs:
-        key = r.get("cpu_bf16", "unrecorded")
-        out[key] = out.get(key, 0) + 1
-    return out
+    return dict(Counter(r.get("cpu_bf16", "unrecorded") for r in recs))
 
 
 def hosts_line(rows: list[dict]) -> str:
