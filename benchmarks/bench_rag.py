@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ratios", default=None, help="default 0.5,0.33,0.25,0.1; 0.5 with --dry")
     ap.add_argument("--positions", default=",".join(POSITIONS), help="gold positions, assigned round-robin")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--settled", default="",
+                    help="methods not run past the items they have: their comparisons are settled, so the CPU goes "
+                         "to the open ones; the report shows them on their own items")
     ap.add_argument("--reorder", default="sort", choices=tuple(LONG_REORDER),
                     help="question-aware methods (ours-qa, longllmlingua): where the kept documents go")
     ap.add_argument("--dynamic-ratio", type=float, default=0.3,
@@ -86,11 +89,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.ratios = [float(r) for r in (args.ratios or ("0.5" if args.dry else "0.5,0.33,0.25,0.1")).split(",") if r]
     args.positions = [p.strip() for p in args.positions.split(",") if p.strip()]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.settled = [m.strip() for m in args.settled.split(",") if m.strip()]
     args.max_tokens = args.max_tokens or (8 if args.dry else 32)
     args.stem = "bench_rag_dry" if args.dry else "bench_rag" if args.seed == 0 else f"bench_rag_seed{args.seed}"
     args.max_chars = DRY_MAX_CHARS if args.dry else 0
     if bad := [m for m in args.methods if m not in METHODS + ABLATIONS]:
         ap.error(f"unknown methods {bad}; choose from {METHODS + ABLATIONS}")
+    if bad := [m for m in args.settled if m not in args.methods]:
+        ap.error(f"--settled {bad} are not among --methods {args.methods}")
     if bad := [p for p in args.positions if p not in POSITIONS]:
         ap.error(f"unknown positions {bad}; choose from {POSITIONS}")
     if any(not 0 < r <= 1 for r in args.ratios) or any(k < 1 for k in args.passages) or not 0 <= args.dynamic_ratio < 1:
@@ -397,7 +403,8 @@ def evaluate(args: argparse.Namespace, items: list[dict], rows: list[dict], cond
 
     fps = {m: fingerprint(m, args) for m in args.methods}
     todo = sorted(((_phase(args, k, m, r), i, k, m, r) for i, item in enumerate(items) for k in args.passages
-                   for m, r in conds if (store.get(item["id"], k, m, r) or {}).get("fp") != fps[m]),
+                   for m, r in conds
+                   if m not in args.settled and (store.get(item["id"], k, m, r) or {}).get("fp") != fps[m]),
                   key=lambda t: t[:2])  # stable: within an item, the order of --passages and the conditions
     if not todo:
         return

@@ -71,10 +71,13 @@ def tables(args, items, conds, store) -> tuple[list[dict], list[dict], dict[int,
     rows, diffs, paired = [], [], {}
     for k in args.passages:
         done = {c: _ok(store, items, k, c) for c in conds}
-        common = set.intersection(*(set(v) for v in done.values())) if done else set()
+        # Settled methods stopped at fewer items: pairing every row on theirs would freeze the whole table with them.
+        live = [set(v) for c, v in done.items() if c[0] not in args.settled] or [set(v) for v in done.values()]
+        common = set.intersection(*live) if live else set()
         paired[k] = len(common)
         for c in conds:
-            recs = [done[c][q["id"]] for q in items if q["id"] in common]
+            own = common if c[0] not in args.settled else set(done[c])
+            recs = [done[c][q["id"]] for q in items if q["id"] in own]
             failed = sum(1 for q in items if (r := store.get(q["id"], k, *c)) and r.get("status") != "ok")
             rows.append(_row(k, c, recs, failed))
         for a, others in COMPARE.items():
@@ -133,7 +136,9 @@ def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
              f"passage at {'/'.join(pos)} (round-robin); paired items per passage count: {meta['paired']}. Accuracy: "
              "the substituted answer in the one-line reply; parametric: the real-world answer instead; survival: the "
              "answer still in the compressed documents; achieved: kept / original document tokens (target's); seconds: "
-             "medians over items.", "",
+             "medians over items."
+             + (f" Settled (not run past the items they had; each row on its own items, n in its accuracy cell): "
+                f"{', '.join(meta['settled'])}." if meta["settled"] else ""), "",
              "| passages | method | ratio | achieved | accuracy [95 % CI] | parametric [95 % CI] | survival | "
              + " | ".join(pos) + " | compress s (wall / CPU) | answer s (wall / CPU) | not ok |",
              "|---|---|---|---|---|---|---|" + "---|" * len(pos) + "---|---|---|"]
@@ -161,7 +166,8 @@ def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
 def report(args, items, conds, store, work, wall_s: float) -> dict:
     rows, diffs, paired = tables(args, items, conds, store)
     meta = {"target": args.target, "items": len(items), "passages": args.passages, "ratios": args.ratios,
-            "positions": args.positions, "methods": args.methods, "paired": paired, "reorder": args.reorder,
+            "positions": args.positions, "methods": args.methods, "settled": args.settled, "paired": paired,
+            "reorder": args.reorder,
             "dynamic_ratio": args.dynamic_ratio, "max_tokens": args.max_tokens, "seed": args.seed,
             "disjoint_from": args.disjoint_from,
             "work": str(work), "wall_s": round(wall_s, 1), "threads": args.threads or os.cpu_count(),

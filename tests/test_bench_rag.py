@@ -156,3 +156,36 @@ def test_whole_document_ablation_runs_beside_ours_on_tuning_items(tmp_path):
     doc = [r for r in recs if r["method"] == "ours-qa-doc"]
     # Whole documents only: under the budget by up to a document, never over it.
     assert len(doc) == 1 and all(r["status"] == "ok" and 0 < r["achieved"] <= 0.52 for r in doc)
+
+
+def test_settled_methods_stop_and_keep_their_own_items_in_the_report(tmp_path, monkeypatch):
+    import rag_report
+    from bench_quality import Store
+
+    with pytest.raises(SystemExit):  # only a method that is run can be settled
+        bench_rag.parse_args(["--methods", "ours-qa,full", "--settled", "truncate"])
+    args = bench_rag.parse_args(["--passages", "20", "--ratios", "0.25", "--methods", "ours-qa,truncate,full",
+                                 "--settled", "truncate"])
+    assert args.settled == ["truncate"]
+    store = Store(tmp_path / "records.jsonl", ("item", "k", "method", "ratio"))
+    items = [{"id": f"q{i}"} for i in range(5)]
+    for i, item in enumerate(items):
+        for method, ratio in bench_rag.conditions(args):
+            if method == "truncate" and i >= 2:  # settled after two items
+                continue
+            store.add({"item": item["id"], "k": 20, "method": method, "ratio": ratio, "status": "ok",
+                       "fp": bench_rag.fingerprint(method, args),
+                       "correct": method != "truncate" or i == 0, "parametric": False, "survived": True,
+                       "achieved": ratio, "position": "start", **dict.fromkeys(rag_report.SECONDS, 1.0)})
+    rows, diffs, paired = rag_report.tables(args, items, bench_rag.conditions(args), store)
+    assert paired == {20: 5}  # the open methods pair on all five items, not on the settled one's two
+    assert {r["method"]: r["n"] for r in rows} == {"ours-qa": 5, "truncate": 2, "full": 5}
+    vs = {d["vs"]: d["accuracy"] for d in diffs}
+    assert vs["truncate"]["n"] == 2 and vs["full"]["n"] == 5  # each difference on the items both sides finished
+    assert vs["truncate"]["diff"] == pytest.approx(0.5)
+
+    def no_target(args):
+        raise AssertionError("a settled method's missing items were scheduled")
+
+    monkeypatch.setattr(bench_rag, "load_rag_target", no_target)
+    bench_rag.evaluate(args, items, [], bench_rag.conditions(args), store, tmp_path)  # nothing left to do
