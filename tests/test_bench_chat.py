@@ -187,6 +187,10 @@ def test_dry_run_is_paired_reports_and_resumes(tmp_path):
     gains = [p["history_gain_nats"] for p in per]  # the pooled retention is their weighted mean
     pooled = sum(g * p["ours@0.5"]["retention"] for g, p in zip(gains, per)) / sum(gains)
     assert pooled == pytest.approx(rows[("ours", 0.5)]["retention"], abs=0.01)
+    best = sum(max(g * p["ours@0.5"]["retention"], g * p["truncate@0.5"]["retention"]) for g, p in zip(gains, per))
+    ceiling = rows[("ours", 0.5)]["best_of"]["truncate"]["retention"]  # the better of the two, per conversation
+    assert ceiling == pytest.approx(best / sum(gains), abs=0.01)
+    assert ceiling >= max(rows[("ours", 0.5)]["retention"], rows[("truncate", 0.5)]["retention"]) - 1e-9
     lines = (tmp_path / "work" / "evals.jsonl").read_text().splitlines()
     assert len(lines) == 3 * 4
     (tmp_path / "out" / "bench_chat_dry.md").unlink()
