@@ -294,8 +294,8 @@ def _rows(conds, items, done) -> tuple[list[dict], list[str]]:
                        nll_s=round(sum(r["nll_s"] for r in recs) / len(recs), 3), hosts=host_counts(recs))
         if c[0] == "ours" and recs:
             row["vs"] = {o: retention_diff(zero, full, nll[c], nll[(o, c[1])]) for o in COMPARE if (o, c[1]) in nll}
-            # A ceiling, not a method: per conversation the better of ours and the other. Below a target, neither
-            # approach nor any rule choosing between them per conversation reaches it.
+            # A ceiling, not a method: per conversation the better of ours and the other. A target above it is out
+            # of reach of both, and of any rule that picks one of them per conversation.
             row["best_of"] = {o: retention(zero, full, [min(a, b) for a, b in zip(nll[c], nll[(o, c[1])])])
                               for o in COMPARE if (o, c[1]) in nll and o not in ABLATIONS}
         rows.append(row)
