@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_quality import Store  # noqa: E402
+from chat_carry import backfill, carry, out_digest  # noqa: E402
 from chat_methods import (CONTINUE, FORMAT, Count, Messages, content_tokens, fingerprint,  # noqa: E402
                           make_method, render)
 from quality_report import host_counts, hosts_line, machine  # noqa: E402
@@ -140,6 +141,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dry", action="store_true", help="embedded model as target, no llmlingua: checks the wiring")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--backfill", action="store_true", help="first give current results made before digests were "
+                    "kept their compressed history's digest (compression only; see chat_carry)")
     ap.add_argument("--work", type=Path, default=None, help="per-conversation results (dry default: a temp folder)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
@@ -233,8 +236,10 @@ def evaluate(args, target, items: list[dict], conds, store: Store, done: dict, c
             t = time.perf_counter()
             messages = fns[method](item["history"], ratio, count)
             compress_s = round(time.perf_counter() - t, 3)
-            row = {"method": method, "ratio": ratio, "id": item["id"], "fp": fps[method], "digest": item["digest"],
-                   "compress_s": compress_s, "cpu_bf16": host, **score(target, item, messages, count)}
+            out = out_digest(messages)
+            row = carry(store.get(method, ratio, item["id"]), item, out, fps[method], compress_s) or {
+                "method": method, "ratio": ratio, "id": item["id"], "fp": fps[method], "digest": item["digest"],
+                "compress_s": compress_s, "cpu_bf16": host, "out": out, **score(target, item, messages, count)}
             store.add(row)
             done[(method, ratio, item["id"])] = row
             bar.update(1)
@@ -255,6 +260,9 @@ def run(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     store = Store(work / "evals.jsonl", ("method", "ratio", "id"))
     done = current(store, items, conds)
+    if args.backfill:
+        filled = backfill(store, items, done, lambda m: make_method(m, cache_dir() / "bench_quality"), count)
+        print(f"backfilled {filled} digests", file=sys.stderr)
     if not args.report_only:
         target.set_prefix(target.tokenize(SYSTEM))  # shared by every condition: computed once
         evaluate(args, target, items, conds, store, done, count)

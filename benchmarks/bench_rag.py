@@ -40,7 +40,7 @@ from quality_targets import LlamaTarget  # noqa: E402
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "nq_conflicts_1500.jsonl"
 METHODS = ("ours-qa", "ours-agnostic", "longllmlingua", "embed", "truncate", "full")
-ABLATIONS = ("ours-qa-doc",)  # only when named in --methods
+ABLATIONS = ("ours-qa-doc", "ours-qa-fused")  # only when named in --methods
 POSITIONS = ("start", "middle", "end")
 INSTRUCTION = "Answer the question using only the documents; reply with a short answer."
 FORMAT = "rag-chat-v1"  # bump when the prompt layout or the answer rule changes: the work folder changes with it
@@ -251,13 +251,17 @@ def make_methods(args: argparse.Namespace, needed: set[str]) -> dict[str, Callab
     from lingua_compress.models import cache_dir
 
     out: dict[str, Callable[..., str]] = {}
-    if {"ours-qa", "ours-agnostic", "ours-qa-doc"} & needed:
+    if {"ours-qa", "ours-agnostic", "ours-qa-doc", "ours-qa-fused"} & needed:
         ours = Ours(args.reorder, args.dynamic_ratio)
         out.update({"ours-qa": ours.qa, "ours-agnostic": ours.agnostic, "ours-qa-doc": OursDoc(ours).qa})
     if "longllmlingua" in needed:
         out["longllmlingua"] = LongLLMLingua(cache_dir() / "bench_quality", args.reorder, args.dynamic_ratio)
-    if "embed" in needed:
+    if {"embed", "ours-qa-fused"} & needed:
         out["embed"] = EmbedTopK(args.dry)
+    if "ours-qa-fused" in needed:
+        from rag_fused import OursFused
+
+        out["ours-qa-fused"] = OursFused(ours, out["embed"].embed).qa
     out["truncate"] = lambda docs, question, ratio, count: truncate(docs, ratio, count)
     out["full"] = lambda docs, question, ratio, count: JOIN.join(docs)
     return {m: out[m] for m in needed}
@@ -265,11 +269,13 @@ def make_methods(args: argparse.Namespace, needed: set[str]) -> dict[str, Callab
 
 def fingerprint(method: str, args: argparse.Namespace) -> str:
     """Changes when what the method makes can change (its code, the library, its settings): records are redone."""
-    qa = ("ours-qa", "longllmlingua", "ours-qa-doc")
+    qa = ("ours-qa", "longllmlingua", "ours-qa-doc", "ours-qa-fused")
     settings = repr((args.reorder, args.dynamic_ratio)) if method in qa else ""
     if method.startswith("ours"):
         code = quality_fingerprint("ours") + inspect.getsource(Ours)
         code += inspect.getsource(OursDoc) + repr(DOC_CONFIG) if method == "ours-qa-doc" else ""
+        code += (Path(HERE / "rag_fused.py").read_text() + inspect.getsource(EmbedTopK)
+                 if method == "ours-qa-fused" else "")
     elif method == "longllmlingua":
         code = quality_fingerprint("llmlingua") + inspect.getsource(LongLLMLingua)
     elif method in ("embed", "truncate"):

@@ -201,3 +201,48 @@ def test_dry_run_is_paired_reports_and_resumes(tmp_path):
     from lingua_compress.models import cpu_bf16_feature  # where the rows were made: it sets the scorer's dtype
 
     assert rows[("ours", 0.5)]["hosts"] == {cpu_bf16_feature(): 3} and f"ours 0.5: {cpu_bf16_feature()} 3" in md
+
+
+def test_carry_keeps_a_score_only_for_the_same_compressed_history():
+    from chat_carry import carry, out_digest
+
+    item = {"id": "a", "digest": "d1"}
+    msgs = [{"role": "user", "content": "hi"}]
+    old = {"id": "a", "digest": "d1", "fp": "f1", "out": out_digest(msgs), "nll": 3.5, "compress_s": 9.0}
+    new = carry(old, item, out_digest(msgs), "f2", 1.0)
+    assert new == {**old, "fp": "f2", "compress_s": 1.0, "carried_from": "f1"}
+    assert carry(new, item, out_digest(msgs), "f3", 1.0)["carried_from"] == "f1"  # where the score was made
+    assert out_digest([{"content": "hi", "role": "user"}]) == out_digest(msgs)  # key order does not matter
+    assert carry(old, item, out_digest([{"role": "user", "content": "hi!"}]), "f2", 1.0) is None  # another history
+    assert carry(old, {"id": "a", "digest": "d2"}, out_digest(msgs), "f2", 1.0) is None  # the item's text changed
+    assert carry({k: v for k, v in old.items() if k != "out"}, item, out_digest(msgs), "f2", 1.0) is None
+    assert carry(old, item, out_digest(msgs), "f1", 1.0) is None and carry(None, item, "x", "f2", 1.0) is None
+
+
+@pytest.mark.model
+def test_backfilled_results_survive_a_code_change_that_leaves_the_history_unchanged(tmp_path, monkeypatch):
+    import bench_chat
+
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in CHATS))
+    argv = ["--dry", "--data", str(data), "--n", "4", "--min-history", "8", "--methods", "ours,truncate",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    assert bench_chat.main(argv) == 0
+    evals = tmp_path / "work" / "evals.jsonl"
+    rows = [json.loads(x) for x in evals.read_text().splitlines()]
+    made = {(r["method"], r["id"]): r for r in rows if r["method"] in ("ours", "truncate")}
+    assert len(made) == 6 and all("out" in r for r in made.values())
+    # Results from before digests were kept: the backfill gives each the digest today's code makes.
+    evals.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "out"}) + "\n" for r in rows))
+    assert bench_chat.main([*argv, "--backfill"]) == 0
+    filled = {(r["method"], r["id"]): r for r in map(json.loads, evals.read_text().splitlines()) if "out" in r}
+    assert {k: r["out"] for k, r in filled.items()} == {k: r["out"] for k, r in made.items()}
+    # A library change that does not touch these histories: every score is carried, none made again.
+    real = bench_chat.fingerprint
+    monkeypatch.setattr(bench_chat, "fingerprint", lambda m: real(m) + ("-new" if m == "ours" else ""))
+    assert bench_chat.main(argv) == 0
+    last = {(r["method"], r["ratio"], r["id"]): r for r in map(json.loads, evals.read_text().splitlines())}
+    ours = [r for k, r in last.items() if k[0] == "ours"]
+    assert len(ours) == 3 and all(r["fp"].endswith("-new") and r["carried_from"] == real("ours") for r in ours)
+    assert {r["id"]: r["nll"] for r in ours} == {r["id"]: r["nll"] for (m, _), r in made.items() if m == "ours"}
+    assert not any("carried_from" in r for k, r in last.items() if k[0] != "ours")
