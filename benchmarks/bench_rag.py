@@ -28,7 +28,7 @@ import tempfile
 import time
 import unicodedata
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -40,7 +40,7 @@ from quality_targets import LlamaTarget  # noqa: E402
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "nq_conflicts_1500.jsonl"
 METHODS = ("ours-qa", "ours-agnostic", "longllmlingua", "embed", "truncate", "full")
-ABLATIONS = ("ours-qa-doc", "ours-qa-fused")  # only when named in --methods
+ABLATIONS = ("ours-qa-doc", "ours-qa-nll")  # only when named in --methods
 POSITIONS = ("start", "middle", "end")
 INSTRUCTION = "Answer the question using only the documents; reply with a short answer."
 FORMAT = "rag-chat-v1"  # bump when the prompt layout or the answer rule changes: the work folder changes with it
@@ -166,14 +166,18 @@ def prompt_parts(docs_text: str, question: str) -> tuple[str, str]:
 
 
 class Ours:
-    """Our compressor, question-aware (compress_documents with the question) and question-agnostic (without)."""
+    """Our compressor, question-aware (compress_documents with the question) and question-agnostic (without).
 
-    def __init__(self, reorder: str, dynamic_ratio: float, model: str | None = None) -> None:
+    Question-aware, it gets the retrieval baseline's similarities as ``retrieval_scores`` when ``embed`` is given,
+    as a RAG pipeline passes its retriever's scores."""
+
+    def __init__(self, reorder: str, dynamic_ratio: float, model: str | None = None,
+                 embed: Callable[[list[str]], Any] | None = None) -> None:
         from lingua_compress import Compressor
 
         self.compressor = Compressor(model)
         self.compressor.scorer  # load now: compression seconds exclude the model load
-        self.reorder, self.dynamic_ratio = reorder, dynamic_ratio
+        self.reorder, self.dynamic_ratio, self.embed = reorder, dynamic_ratio, embed
         # The first forward passes set up the CPU kernels (seconds): spend them here, not on the first item.
         self.qa(["A short warm-up document.", "Another one."], "Which document?", 0.5, lambda t: len(t.split()))
 
@@ -182,9 +186,13 @@ class Ours:
         # The question is inside our budget (kept lightly compressed); add its cost so the documents get ratio x
         # their tokens, like every other method. The target reads only the documents: the question is asked apart.
         extra = count(full + JOIN + question) - count(full)
+        scores = None
+        if self.embed is not None:
+            vecs = self.embed([question, *docs])
+            scores = [float(s) for s in vecs[1:] @ vecs[0]]
         res = self.compressor.compress_documents(
             docs, question=question, target_tokens=max(1, round(ratio * count(full))) + extra, reorder=self.reorder,
-            dynamic_ratio=self.dynamic_ratio, target_tokenizer=lambda t: [0] * count(t))
+            dynamic_ratio=self.dynamic_ratio, target_tokenizer=lambda t: [0] * count(t), retrieval_scores=scores)
         return JOIN.join(res.documents[i] for i in res.order)
 
     def agnostic(self, docs: list[str], question: str, ratio: float, count: Count) -> str:
@@ -204,8 +212,17 @@ class OursDoc(Ours):
     def __init__(self, ours: Ours) -> None:
         from lingua_compress import CompressionConfig, Compressor
 
-        self.reorder, self.dynamic_ratio = ours.reorder, ours.dynamic_ratio
+        self.reorder, self.dynamic_ratio, self.embed = ours.reorder, ours.dynamic_ratio, None
         self.compressor = Compressor(config=CompressionConfig(**DOC_CONFIG), scorer=ours.compressor.scorer)
+
+
+class OursNll(Ours):
+    """Ablation: ``ours-qa`` without retrieval scores, documents ranked by the question's NLL alone (the library's
+    only ranking before ``retrieval_scores``), on ``ours``'s scorer."""
+
+    def __init__(self, ours: Ours) -> None:
+        self.reorder, self.dynamic_ratio, self.embed = ours.reorder, ours.dynamic_ratio, None
+        self.compressor = ours.compressor
 
 
 class LongLLMLingua:
@@ -251,17 +268,14 @@ def make_methods(args: argparse.Namespace, needed: set[str]) -> dict[str, Callab
     from lingua_compress.models import cache_dir
 
     out: dict[str, Callable[..., str]] = {}
-    if {"ours-qa", "ours-agnostic", "ours-qa-doc", "ours-qa-fused"} & needed:
-        ours = Ours(args.reorder, args.dynamic_ratio)
-        out.update({"ours-qa": ours.qa, "ours-agnostic": ours.agnostic, "ours-qa-doc": OursDoc(ours).qa})
+    if {"embed", "ours-qa"} & needed:
+        out["embed"] = EmbedTopK(args.dry)
+    if {"ours-qa", "ours-agnostic", "ours-qa-doc", "ours-qa-nll"} & needed:
+        ours = Ours(args.reorder, args.dynamic_ratio, embed=out["embed"].embed if "embed" in out else None)
+        out.update({"ours-qa": ours.qa, "ours-agnostic": ours.agnostic, "ours-qa-doc": OursDoc(ours).qa,
+                    "ours-qa-nll": OursNll(ours).qa})
     if "longllmlingua" in needed:
         out["longllmlingua"] = LongLLMLingua(cache_dir() / "bench_quality", args.reorder, args.dynamic_ratio)
-    if {"embed", "ours-qa-fused"} & needed:
-        out["embed"] = EmbedTopK(args.dry)
-    if "ours-qa-fused" in needed:
-        from rag_fused import OursFused
-
-        out["ours-qa-fused"] = OursFused(ours, out["embed"].embed).qa
     out["truncate"] = lambda docs, question, ratio, count: truncate(docs, ratio, count)
     out["full"] = lambda docs, question, ratio, count: JOIN.join(docs)
     return {m: out[m] for m in needed}
@@ -269,13 +283,13 @@ def make_methods(args: argparse.Namespace, needed: set[str]) -> dict[str, Callab
 
 def fingerprint(method: str, args: argparse.Namespace) -> str:
     """Changes when what the method makes can change (its code, the library, its settings): records are redone."""
-    qa = ("ours-qa", "longllmlingua", "ours-qa-doc", "ours-qa-fused")
+    qa = ("ours-qa", "longllmlingua", "ours-qa-doc", "ours-qa-nll")
     settings = repr((args.reorder, args.dynamic_ratio)) if method in qa else ""
     if method.startswith("ours"):
         code = quality_fingerprint("ours") + inspect.getsource(Ours)
         code += inspect.getsource(OursDoc) + repr(DOC_CONFIG) if method == "ours-qa-doc" else ""
-        code += (Path(HERE / "rag_fused.py").read_text() + inspect.getsource(EmbedTopK)
-                 if method == "ours-qa-fused" else "")
+        code += inspect.getsource(EmbedTopK) if method == "ours-qa" else ""  # its retrieval scores
+        code += inspect.getsource(OursNll) if method == "ours-qa-nll" else ""
     elif method == "longllmlingua":
         code = quality_fingerprint("llmlingua") + inspect.getsource(LongLLMLingua)
     elif method in ("embed", "truncate"):

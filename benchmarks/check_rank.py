@@ -7,8 +7,8 @@ embedding similarity, and by the two fused? Ranking only, no compression and no 
 bench_rag's prompts (20 passages, gold at start / middle / end in turn). Our ranking scores each document by the
 mean NLL of the question (with LongLLMLingua's hint) written after it; MiniLM by cosine similarity to the question.
 Fusions: "rank-mean" orders by the mean of the two ranks (ties by NLL), "z-sum" by the sum of the two scores'
-z-scores within the item. Default items: the tuning set (seed 1, none of the evaluation's 200), so a fusion chosen
-here is judged on items it was not chosen on. Writes results/check_rank.json (``--dry``: check_rank_dry.json).
+z-scores within the item (what compress_documents does with ``retrieval_scores``). Default items: the tuning set
+(seed 1, none of the evaluation's 200), so a fusion chosen here is judged on items it was not chosen on. Writes results/check_rank.json (``--dry``: check_rank_dry.json).
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ def ranks(scores: np.ndarray) -> np.ndarray:
 
 
 def fused(nll: np.ndarray, emb: np.ndarray) -> dict[str, np.ndarray]:
-    """Each ranking's scores (higher = more relevant)."""
-    def z(x: np.ndarray) -> np.ndarray:
-        return (x - x.mean()) / (x.std() or 1.0)
+    """Each ranking's scores (higher = more relevant); "z-sum" is the library's fusion with ``retrieval_scores``."""
+    from lingua_compress.question import fuse
 
     mean_rank = (ranks(nll) + ranks(emb)) / 2.0
-    return {"nll": nll, "embed": emb, "rank-mean": -mean_rank + 1e-6 * z(nll), "z-sum": z(nll) + z(emb)}
+    return {"nll": nll, "embed": emb, "rank-mean": -mean_rank + 1e-6 * fuse(nll, np.zeros_like(nll)),
+            "z-sum": fuse(nll, emb)}
 
 
 def nll_relevance(compressor, docs: list[str], question: str) -> np.ndarray:

@@ -13,8 +13,8 @@ from quality_report import host_counts, hosts_line, machine
 from quality_stats import accuracy_diff, mcnemar, wilson
 
 # Each of ours is compared with these at its own ratio (full: the uncompressed documents).
-COMPARE = {"ours-qa": ("full", "longllmlingua", "embed", "truncate", "ours-agnostic"), "ours-agnostic": ("full",),
-           "ours-qa-doc": ("ours-qa", "embed", "full"), "ours-qa-fused": ("ours-qa", "embed", "full")}
+COMPARE = {"ours-qa": ("full", "longllmlingua", "embed", "truncate", "ours-agnostic", "ours-qa-nll"),
+           "ours-agnostic": ("full",), "ours-qa-doc": ("ours-qa", "embed", "full"), "ours-qa-nll": ("embed", "full")}
 
 
 def _ok(store, items, k: int, cond: tuple[str, float]) -> dict[str, dict]:

@@ -164,19 +164,23 @@ class Compressor:
         instruction: str = "",
         target_tokenizer: Any = None,
         keep: KeepSpec = (),
+        retrieval_scores: Sequence[float] | None = None,
     ) -> "DocumentsResult":
         """Compress retrieved documents for ``question`` and get each back: ``result.documents[i]`` is document
         ``i`` compressed ("" if dropped), ``result.text`` the prompt to send (instruction, documents, question).
 
         With a question (``question_aware`` defaults to True then) documents are ranked by how well each predicts
         it: the budget goes to relevant ones first, ``reorder`` ("none", "sort", "two_ends") places them and
-        ``dynamic_ratio`` in [0, 1) prunes the more relevant ones less. Other arguments as :meth:`compress`.
+        ``dynamic_ratio`` in [0, 1) prunes the more relevant ones less. ``retrieval_scores``, one per document
+        (higher = more relevant; any scale, such as your retriever's similarities), are fused into that ranking:
+        pass them when you have them. Other arguments as :meth:`compress`.
         """
         from .documents import compress_documents  # on use: it builds on this module
 
         return compress_documents(self, docs, question, ratio, target_tokens=target_tokens,
                                   question_aware=question_aware, reorder=reorder, dynamic_ratio=dynamic_ratio,
-                                  instruction=instruction, target_tokenizer=target_tokenizer, keep=keep)
+                                  instruction=instruction, target_tokenizer=target_tokenizer, keep=keep,
+                                  retrieval_scores=retrieval_scores)
 
     def compress_prompt(
         self,

@@ -6,9 +6,13 @@ text, so documents never merge or split, whatever the compression did to the bla
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
 
 from .config import _is_bool
 from .errors import ConfigError, InvalidPromptError
@@ -63,9 +67,11 @@ def compress_documents(
     instruction: str = "",
     target_tokenizer: Any = None,
     keep: Any = (),
+    retrieval_scores: Sequence[float] | None = None,
 ) -> DocumentsResult:
     """Compress ``docs`` (retrieved passages) for ``question``; see :meth:`Compressor.compress_documents`."""
     docs = check_documents(docs)
+    prior = check_scores(retrieval_scores, len(docs))
     if question is not None and not isinstance(question, str):
         raise InvalidPromptError(f"question must be a str or None, got {type(question).__name__}: {question!r:.60}")
     question = question or ""
@@ -78,12 +84,13 @@ def compress_documents(
     if question_aware:
         # replace() validates: a bad reorder or dynamic_ratio raises a ConfigError naming it.
         config = replace(compressor.config, question_aware=True, reorder=reorder, dynamic_ratio=dynamic_ratio)
-        ranked = compress_question_aware(compressor, config, prompt, ratio, target_tokens, keep, target_tokenizer)
+        ranked = compress_question_aware(compressor, config, prompt, ratio, target_tokens, keep, target_tokenizer,
+                                         prior)
         return _documents(docs, ranked.result, ranked.seg, ranked.order, ranked.doc_part, ranked.relevance)
-    if reorder != "none" or dynamic_ratio != 0.0:
-        raise ConfigError(f"reorder={reorder!r} and dynamic_ratio={dynamic_ratio!r} follow the documents' relevance "
-                          "to a question: give a question (and question_aware=True or None), or leave them at "
-                          "'none' and 0.0")
+    if reorder != "none" or dynamic_ratio != 0.0 or prior is not None:
+        raise ConfigError(f"reorder={reorder!r}, dynamic_ratio={dynamic_ratio!r} and retrieval_scores (given: "
+                          f"{prior is not None}) follow the documents' relevance to a question: give a question (and "
+                          "question_aware=True or None), or leave them at 'none', 0.0 and None")
     result = compressor.compress(prompt, ratio, target_tokens=target_tokens, keep=keep,
                                  target_tokenizer=target_tokenizer, question_aware=False)
     seg = segment(prompt, protect_defaults=compressor.config.protect_numbers)  # the same units as compress() saw
@@ -116,6 +123,22 @@ def _documents(docs: list[str], result: CompressionResult, seg: Segmented, order
 def split_documents(text: str) -> list[str]:
     """A text's blank-line-separated blocks, as documents (how a plain-str prompt's context is split)."""
     return [text[part.start : part.end] for part in build_parts(text)[1]]
+
+
+def check_scores(scores: object, n: int) -> np.ndarray | None:
+    """A retriever's scores, one finite real per document (higher = more relevant), as an array; None stays None."""
+    if scores is None:
+        return None
+    if isinstance(scores, (str, bytes, bytearray, Mapping, Set)) or not isinstance(scores, Iterable):
+        raise ConfigError(f"retrieval_scores={scores!r:.60} is not accepted: give one number per document "
+                          "(higher = more relevant), or None")
+    scores = list(scores)
+    if len(scores) != n:
+        raise ConfigError(f"retrieval_scores has {len(scores)} numbers for {n} documents: give one per document")
+    for i, v in enumerate(scores):
+        if _is_bool(v) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ConfigError(f"retrieval_scores[{i}]={v!r:.60} is not accepted: give a finite real number")
+    return np.asarray(scores, dtype=np.float64)
 
 
 def check_documents(docs: object) -> list[str]:

@@ -181,15 +181,16 @@ class _Placement:
 
 def compress_question_aware(compressor: "Compressor", config: CompressionConfig, prompt: Prompt,
                             ratio: float | None, target_tokens: int | None, keep: Any = (),
-                            target_tokenizer: Any = None) -> Ranked:
-    """Rank ``prompt``'s documents by its question, place them, and compress (see :meth:`Compressor.compress`)."""
+                            target_tokenizer: Any = None, prior: np.ndarray | None = None) -> Ranked:
+    """Rank ``prompt``'s documents by its question (fused with ``prior``, a retriever's score per document, if
+    given), place them, and compress (see :meth:`Compressor.compress`)."""
     check_question_prompt(prompt)
     ratio, target_tokens = check_budget(ratio, target_tokens)
     patterns = compile_keep(keep)
     target_tokenizer = resolve_tokenizer(target_tokenizer)
     started = time.perf_counter()
     scorer = compressor.scorer
-    placed = _rank_and_place(scorer, config, prompt, patterns)
+    placed = _rank_and_place(scorer, config, prompt, patterns, prior)
     counter = make_counter(target_tokenizer, scorer)
     original = counter.count(placed.seg.text)
     target = target_tokens if target_tokens is not None else ratio * original
@@ -199,7 +200,8 @@ def compress_question_aware(compressor: "Compressor", config: CompressionConfig,
                   tuple(placed.doc_part))
 
 
-def _rank_and_place(scorer: "Scorer", config: CompressionConfig, prompt: Prompt, patterns: list) -> _Placement:
+def _rank_and_place(scorer: "Scorer", config: CompressionConfig, prompt: Prompt, patterns: list,
+                    prior: np.ndarray | None = None) -> _Placement:
     """Score every document and the question after it, then segment the prompt with the documents in place."""
     docs = prompt.demonstrations
     seg = segment(prompt, patterns, protect_defaults=config.protect_numbers)
@@ -209,6 +211,8 @@ def _rank_and_place(scorer: "Scorer", config: CompressionConfig, prompt: Prompt,
     t0 = time.perf_counter()
     relevance, plain = Q.rank_documents(scorer, tokens, suffix, max_window_tokens(config.window_tokens))
     spent = (time.perf_counter() - t0, sum(len(t.ids) for t in tokens) + len(docs) * len(suffix.ids))
+    if prior is not None:
+        relevance = Q.fuse(relevance, prior)
     order = Q.reorder(relevance, config.reorder)
     if order != sorted(order):
         placed = Prompt(prompt.instruction, [docs[i] for i in order], prompt.question)

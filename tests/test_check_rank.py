@@ -1,5 +1,5 @@
-"""The ranking check and bench_rag's fused-ranking ablation: rank arithmetic, the library's ranking function swapped
-only while the ablation runs, and dry end-to-end runs on the embedded model (TF-IDF standing in for MiniLM)."""
+"""The ranking check and bench_rag's ranking rows: rank arithmetic, and dry end-to-end runs on the embedded model
+(TF-IDF standing in for MiniLM) of the check and of ours-qa (retrieval scores fused) beside ours-qa-nll (not)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ sys.path.insert(0, str(BENCH))
 
 import bench_rag  # noqa: E402
 import check_rank  # noqa: E402
-import rag_fused  # noqa: E402
 from test_bench_rag import _rows  # noqa: E402
 
 
@@ -30,21 +29,12 @@ def test_fusions_combine_both_rankings():
     assert check_rank.ranks(scores["nll"])[1] == 0 and check_rank.ranks(scores["embed"])[0] == 0
     # Equal mean ranks (0 and 1 both average 0.5): NLL breaks the tie.
     assert check_rank.ranks(scores["rank-mean"]).tolist() == [1, 0, 2]
-    z = rag_fused.zsum(nll, emb)
+    from lingua_compress.question import fuse
+
+    z = fuse(nll, emb)
     assert np.allclose(z, (nll - nll.mean()) / nll.std() + (emb - emb.mean()) / emb.std())
     assert np.allclose(scores["z-sum"], z)
-    assert np.allclose(rag_fused.zsum(np.ones(3), emb), (emb - emb.mean()) / emb.std())  # a flat score adds 0
-
-
-def test_fused_ranking_swaps_the_ranking_only_while_open():
-    from lingua_compress import question as Q
-
-    original = Q.rank_documents
-    with pytest.raises(ValueError):
-        with rag_fused.fused_ranking(np.zeros(2)):
-            assert Q.rank_documents is not original
-            raise ValueError("the library's function comes back even so")
-    assert Q.rank_documents is original
+    assert np.allclose(fuse(nll, np.ones(3)), (nll - nll.mean()) / nll.std())  # a flat prior adds nothing
 
 
 @pytest.mark.model
@@ -61,14 +51,15 @@ def test_check_rank_dry_ranks_every_item_by_every_ranking(tmp_path):
 
 
 @pytest.mark.model
-def test_fused_ablation_runs_beside_ours_and_differs_only_in_ranking(tmp_path):
+def test_ours_qa_fuses_retrieval_scores_and_the_nll_ablation_does_not(tmp_path):
     argv = ["--dry", "--data", str(_rows(tmp_path, 230)), "--seed", "1", "--disjoint-from", "0", "--n", "1",
-            "--methods", "ours-qa,ours-qa-fused", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "o")]
+            "--methods", "ours-qa,ours-qa-nll", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "o")]
     assert bench_rag.main(argv) == 0
     report = json.loads((tmp_path / "o" / "bench_rag_dry.json").read_text())
-    assert {d["vs"] for d in report["paired"] if d["method"] == "ours-qa-fused"} == {"ours-qa"}
+    assert {d["vs"] for d in report["paired"] if d["method"] == "ours-qa"} == {"ours-qa-nll"}
     recs = [json.loads(x) for x in next((tmp_path / "work").glob("rag-*/records.jsonl")).read_text().splitlines()]
-    fused = [r for r in recs if r["method"] == "ours-qa-fused"]
-    assert len(fused) == 1 and fused[0]["status"] == "ok" and 0.4 <= fused[0]["achieved"] <= 0.6
-    args = bench_rag.parse_args(["--methods", "ours-qa,ours-qa-fused"])
-    assert bench_rag.fingerprint("ours-qa-fused", args) != bench_rag.fingerprint("ours-qa", args)
+    assert {r["method"] for r in recs} == {"ours-qa", "ours-qa-nll"}
+    assert all(r["status"] == "ok" and 0.4 <= r["achieved"] <= 0.6 for r in recs)
+    args = bench_rag.parse_args(["--methods", "ours-qa,ours-qa-nll"])
+    assert bench_rag.fingerprint("ours-qa-nll", args) != bench_rag.fingerprint("ours-qa", args)
+    assert "ours-qa-nll" not in bench_rag.parse_args([]).methods  # an ablation runs only when named

@@ -63,9 +63,11 @@ class StandIn:
         self.calls: list[dict[str, Any]] = []
 
     def compress_documents(self, docs, *, question="", ratio=None, target_tokens=None, keep=(),
-                           target_tokenizer=None) -> StandInResult:
+                           target_tokenizer=None, retrieval_scores=None) -> StandInResult:
         self.calls.append({"docs": list(docs), "question": question, "ratio": ratio,
                            "target_tokens": target_tokens, "keep": keep})
+        if retrieval_scores is not None:
+            self.calls[-1]["retrieval_scores"] = list(retrieval_scores)
         share = None if target_tokens is None else target_tokens // max(len(docs), 1)
         results = [None if DROP in d else self.compressor.compress(d, ratio, target_tokens=share, keep=keep)
                    for d in docs]
@@ -184,9 +186,26 @@ def test_langchain_in_a_retrieval_chain():
 
 
 def test_langchain_settings_checked_at_construction():
-    for bad in ({"ratio": 0}, {"ratio": 1.5}, {"ratio": True}, {"target_tokens": -1}, {"keep": [""]}):
+    for bad in ({"ratio": 0}, {"ratio": 1.5}, {"ratio": True}, {"target_tokens": -1}, {"keep": [""]},
+                {"use_retrieval_scores": "yes"}, {"drop_empty": 0}):
         with pytest.raises(ValueError, match="not accepted|keep entries"):
             LinguaCompressor(**bad)
+
+
+def test_langchain_retrieval_scores_come_from_metadata_when_asked():
+    docs = [d.model_copy(update={"metadata": {**d.metadata, "relevance": 0.5 - 0.1 * i}})
+            for i, d in enumerate(lc_documents())]
+    stand_in = StandIn()
+    LinguaCompressor(compressor=stand_in).compress_documents(docs, query="q?")
+    assert "retrieval_scores" not in stand_in.calls[-1]  # off by default
+    LinguaCompressor(compressor=stand_in, use_retrieval_scores=True, score_key="relevance") \
+        .compress_documents(docs, query="q?")
+    assert stand_in.calls[-1]["retrieval_scores"] == [0.5, 0.4, 0.3]
+    with pytest.raises(ValueError, match="document 0 has no retrieval score"):
+        LinguaCompressor(compressor=stand_in, use_retrieval_scores=True).compress_documents(docs, query="q?")
+    # Without a question there is no ranking to fuse them into: not needed, not sent.
+    LinguaCompressor(compressor=stand_in, use_retrieval_scores=True).compress_documents(docs, query="")
+    assert "retrieval_scores" not in stand_in.calls[-1]
 
 
 def test_default_compressor_is_resolved_on_first_use_only(monkeypatch):
@@ -227,6 +246,18 @@ def test_llama_index_keeps_ids_metadata_scores_relationships_and_order():
     check_per_document(TEXTS, [n.text for n in out])
     assert [n.text for n in nodes] == TEXTS
     assert stand_in.calls[0]["question"] == "Who is Marta?" and stand_in.calls[0]["ratio"] == 0.5
+
+
+def test_llama_index_node_scores_are_fused_when_asked():
+    stand_in = StandIn()
+    nodes = li_nodes()
+    nodes.insert(1, NodeWithScore(node=TextNode(text="  ", id_="blank"), score=None))  # blank: not sent, no score
+    out = LinguaPostprocessor(compressor=stand_in, use_retrieval_scores=True).postprocess_nodes(nodes, query_str="q?")
+    assert stand_in.calls[-1]["retrieval_scores"] == pytest.approx([0.9, 0.8, 0.7])
+    assert [n.score for n in out] == [n.score for n in nodes]  # the scores handed back are the retriever's
+    nodes[0] = NodeWithScore(node=nodes[0].node, score=None)
+    with pytest.raises(ValueError, match="document 0 has no retrieval score"):
+        LinguaPostprocessor(compressor=stand_in, use_retrieval_scores=True).postprocess_nodes(nodes, query_str="q?")
 
 
 def test_llama_index_without_query_empty_input_and_image_nodes():
@@ -304,6 +335,15 @@ def test_through_the_real_compress_documents(question_aware):
     assert [n.score for n in nodes] == [li_nodes()[i].score for i in kept]
     if not question_aware:  # no question: the coarse stage may still drop a whole document, never merge two
         check_per_document([TEXTS[i] for i in kept], [d.page_content for d in out])
+
+
+def test_retrieval_scores_through_the_real_compress_documents():
+    compressor = Compressor(scorer=FakeScorer())
+    query = "Who opened a bakery?"
+    expected = compressor.compress_documents(TEXTS, question=query, ratio=0.5, retrieval_scores=[0.2, 0.9, 0.1])
+    nodes = LinguaPostprocessor(compressor=compressor, use_retrieval_scores=True).postprocess_nodes(
+        [NodeWithScore(node=n.node, score=s) for n, s in zip(li_nodes(), (0.2, 0.9, 0.1))], query_str=query)
+    assert [n.text for n in nodes] == [t for t in expected.documents if t]
 
 
 def _real_takes_keep() -> bool:

@@ -32,6 +32,15 @@ class LinguaSettings(BaseModel):
     drop_empty: bool = Field(default=True, description="Leave out documents compressed to nothing.")
     keep: tuple[Any, ...] = Field(default=(), description="Strings or regexes never cut (see Compressor.compress).")
     target_tokenizer: Any = Field(default=None, description="The target LLM's tokenizer; budgets are counted in it.")
+    use_retrieval_scores: bool = Field(default=False, description="Fuse each document's retrieval score (higher = "
+                                       "more relevant) into the question ranking: every document must have one.")
+
+    @field_validator("use_retrieval_scores", "question_aware", "drop_empty", mode="before")
+    @classmethod
+    def _check_flag(cls, value: object) -> bool:
+        if not isinstance(value, bool):  # pydantic would read "no" or 0 as False
+            raise ValueError(f"{value!r} is not accepted: give True or False")
+        return value
 
     # mode="before": pydantic would otherwise coerce first (True -> 1.0, "0.5" -> 0.5); the library refuses those.
     @field_validator("ratio", mode="before")
@@ -51,8 +60,10 @@ class LinguaSettings(BaseModel):
         compile_keep(items)  # raises ConfigError naming a bad entry
         return items
 
-    def compress_texts(self, texts: Sequence[str], query: Optional[str]) -> list[str]:
-        """Each text compressed on its own, in input order ("" where the library dropped a document whole).
+    def compress_texts(self, texts: Sequence[str], query: Optional[str],
+                       scores: Optional[Sequence[Optional[float]]] = None) -> list[str]:
+        """Each text compressed on its own, in input order ("" where the library dropped a document whole);
+        ``scores``: the retriever's, one per text, fused into the ranking when ``use_retrieval_scores`` is on.
 
         Blank texts (an image node, an empty page) are not sent: there is nothing to compress, and they must not
         count against the other documents' budget. They come back unchanged.
@@ -61,8 +72,14 @@ class LinguaSettings(BaseModel):
         out = list(texts)
         if not live:
             return out
-        compressed = tuple(self._resolve().compress_documents([texts[i] for i in live], **self._call_kwargs(query))
-                           .documents)
+        kwargs = self._call_kwargs(query)
+        if self.use_retrieval_scores and kwargs["question"].strip():  # scores rank against a question only
+            missing = [i for i in live if scores is None or scores[i] is None]
+            if missing:
+                raise ValueError(f"use_retrieval_scores=True but document {missing[0]} has no retrieval score: "
+                                 "give every document one, or set use_retrieval_scores=False")
+            kwargs["retrieval_scores"] = [scores[i] for i in live]
+        compressed = tuple(self._resolve().compress_documents([texts[i] for i in live], **kwargs).documents)
         if len(compressed) != len(live):  # a mismatch would attach text to the wrong document's metadata
             raise RuntimeError(f"compress_documents returned {len(compressed)} documents for {len(live)}")
         for i, text in zip(live, compressed):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from pydantic import Field
+
 try:
     from langchain_core.documents import Document
     from langchain_core.documents.compressor import BaseDocumentCompressor
@@ -33,9 +35,13 @@ class LinguaCompressor(BaseDocumentCompressor, LinguaSettings):
 
     Fields: ``compressor`` (default: the shared embedded-model Compressor, loaded on first use), ``ratio``
     (0.5; over all documents, the library decides each one's share), ``target_tokens`` (replaces ratio),
-    ``question_aware`` (True: the query is the question), ``drop_empty`` (True), ``keep``, ``target_tokenizer``.
-    The async ``acompress_documents`` is LangChain's: this method in a worker thread.
+    ``question_aware`` (True: the query is the question), ``drop_empty`` (True), ``keep``, ``target_tokenizer``,
+    ``use_retrieval_scores`` (False; True fuses ``metadata[score_key]`` into the ranking), ``score_key``
+    ("score"). The async ``acompress_documents`` is LangChain's: this method in a worker thread.
     """
+
+    score_key: str = Field(default="score", description="The metadata key holding a document's retrieval score "
+                           "(read with use_retrieval_scores=True).")
 
     def compress_documents(
         self,
@@ -44,7 +50,7 @@ class LinguaCompressor(BaseDocumentCompressor, LinguaSettings):
         callbacks: Optional[Callbacks] = None,  # no LLM runs here, so there is nothing to report to them
     ) -> Sequence[Document]:
         originals = [d.page_content for d in documents]
-        compressed = self.compress_texts(originals, query)
+        compressed = self.compress_texts(originals, query, [d.metadata.get(self.score_key) for d in documents])
         # model_copy keeps the id, the subclass and any extra fields; metadata is copied so that editing the
         # result never edits the retriever's documents.
         return [documents[i].model_copy(update={"page_content": compressed[i],

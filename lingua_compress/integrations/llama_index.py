@@ -31,7 +31,8 @@ class LinguaPostprocessor(BaseNodePostprocessor, LinguaSettings):
     Fields: ``compressor`` (default: the shared embedded-model Compressor, loaded on first use), ``ratio``
     (0.5; over all nodes, the library decides each one's share), ``target_tokens`` (replaces ratio),
     ``question_aware`` (True: the query string is the question), ``drop_empty`` (True), ``keep``,
-    ``target_tokenizer``. Without a query the nodes are compressed on their own (no error, unlike
+    ``target_tokenizer``, ``use_retrieval_scores`` (False; True fuses each node's ``score`` into the ranking).
+    Without a query the nodes are compressed on their own (no error, unlike
     LongLLMLinguaPostprocessor). The async path is LlamaIndex's: this method in a worker thread.
     """
 
@@ -46,7 +47,8 @@ class LinguaPostprocessor(BaseNodePostprocessor, LinguaSettings):
     ) -> List[NodeWithScore]:
         # MetadataMode.NONE: the metadata LlamaIndex prints into the LLM's context is not ours to cut.
         originals = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
-        compressed = self.compress_texts(originals, query_bundle.query_str if query_bundle else None)
+        compressed = self.compress_texts(originals, query_bundle.query_str if query_bundle else None,
+                                         [n.score for n in nodes])
         out = []
         for i in self.survivors(originals, compressed):
             # A copy even when nothing was cut, so editing a result never edits the retriever's nodes.
