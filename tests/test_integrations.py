@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fakes import FakeScorer
-from lingua_compress import Compressor
+from lingua_compress import Compressor, ConfigError
 
 lc_docs = pytest.importorskip("langchain_core.documents")
 li_schema = pytest.importorskip("llama_index.core.schema")
@@ -201,7 +201,7 @@ def test_langchain_retrieval_scores_come_from_metadata_when_asked():
     LinguaCompressor(compressor=stand_in, use_retrieval_scores=True, score_key="relevance") \
         .compress_documents(docs, query="q?")
     assert stand_in.calls[-1]["retrieval_scores"] == [0.5, 0.4, 0.3]
-    with pytest.raises(ValueError, match="document 0 has no retrieval score"):
+    with pytest.raises(ConfigError, match="document 0 has no retrieval score"):
         LinguaCompressor(compressor=stand_in, use_retrieval_scores=True).compress_documents(docs, query="q?")
     # Without a question there is no ranking to fuse them into: not needed, not sent.
     LinguaCompressor(compressor=stand_in, use_retrieval_scores=True).compress_documents(docs, query="")
@@ -256,7 +256,7 @@ def test_llama_index_node_scores_are_fused_when_asked():
     assert stand_in.calls[-1]["retrieval_scores"] == pytest.approx([0.9, 0.8, 0.7])
     assert [n.score for n in out] == [n.score for n in nodes]  # the scores handed back are the retriever's
     nodes[0] = NodeWithScore(node=nodes[0].node, score=None)
-    with pytest.raises(ValueError, match="document 0 has no retrieval score"):
+    with pytest.raises(ConfigError, match="document 0 has no retrieval score"):
         LinguaPostprocessor(compressor=stand_in, use_retrieval_scores=True).postprocess_nodes(nodes, query_str="q?")
 
 

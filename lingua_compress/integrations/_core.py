@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import check_ratio, check_target_tokens
+from ..errors import ConfigError
 from ..segment import compile_keep
 
 
@@ -76,7 +77,7 @@ class LinguaSettings(BaseModel):
         if self.use_retrieval_scores and kwargs["question"].strip():  # scores rank against a question only
             missing = [i for i in live if scores is None or scores[i] is None]
             if missing:
-                raise ValueError(f"use_retrieval_scores=True but document {missing[0]} has no retrieval score: "
+                raise ConfigError(f"use_retrieval_scores=True but document {missing[0]} has no retrieval score: "
                                  "give every document one, or set use_retrieval_scores=False")
             kwargs["retrieval_scores"] = [scores[i] for i in live]
         compressed = tuple(self._resolve().compress_documents([texts[i] for i in live], **kwargs).documents)
