@@ -28,7 +28,7 @@ import tempfile
 import time
 import unicodedata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -168,16 +168,16 @@ def prompt_parts(docs_text: str, question: str) -> tuple[str, str]:
 class Ours:
     """Our compressor, question-aware (compress_documents with the question) and question-agnostic (without).
 
-    Question-aware, it gets the retrieval baseline's similarities as ``retrieval_scores`` when ``embed`` is given,
-    as a RAG pipeline passes its retriever's scores."""
+    Question-aware, it gets the retrieval baseline's similarities as ``retrieval_scores`` when ``similarities``
+    (EmbedTopK's) is given, as a RAG pipeline passes its retriever's scores."""
 
     def __init__(self, reorder: str, dynamic_ratio: float, model: str | None = None,
-                 embed: Callable[[list[str]], Any] | None = None) -> None:
+                 similarities: Callable[[list[str], str], list[float]] | None = None) -> None:
         from lingua_compress import Compressor
 
         self.compressor = Compressor(model)
         self.compressor.scorer  # load now: compression seconds exclude the model load
-        self.reorder, self.dynamic_ratio, self.embed = reorder, dynamic_ratio, embed
+        self.reorder, self.dynamic_ratio, self.similarities = reorder, dynamic_ratio, similarities
         # The first forward passes set up the CPU kernels (seconds): spend them here, not on the first item.
         self.qa(["A short warm-up document.", "Another one."], "Which document?", 0.5, lambda t: len(t.split()))
 
@@ -186,10 +186,7 @@ class Ours:
         # The question is inside our budget (kept lightly compressed); add its cost so the documents get ratio x
         # their tokens, like every other method. The target reads only the documents: the question is asked apart.
         extra = count(full + JOIN + question) - count(full)
-        scores = None
-        if self.embed is not None:
-            vecs = self.embed([question, *docs])
-            scores = [float(s) for s in vecs[1:] @ vecs[0]]
+        scores = self.similarities(docs, question) if self.similarities else None
         res = self.compressor.compress_documents(
             docs, question=question, target_tokens=max(1, round(ratio * count(full))) + extra, reorder=self.reorder,
             dynamic_ratio=self.dynamic_ratio, target_tokenizer=lambda t: [0] * count(t), retrieval_scores=scores)
@@ -212,7 +209,7 @@ class OursDoc(Ours):
     def __init__(self, ours: Ours) -> None:
         from lingua_compress import CompressionConfig, Compressor
 
-        self.reorder, self.dynamic_ratio, self.embed = ours.reorder, ours.dynamic_ratio, None
+        self.reorder, self.dynamic_ratio, self.similarities = ours.reorder, ours.dynamic_ratio, None
         self.compressor = Compressor(config=CompressionConfig(**DOC_CONFIG), scorer=ours.compressor.scorer)
 
 
@@ -221,7 +218,7 @@ class OursNll(Ours):
     only ranking before ``retrieval_scores``), on ``ours``'s scorer."""
 
     def __init__(self, ours: Ours) -> None:
-        self.reorder, self.dynamic_ratio, self.embed = ours.reorder, ours.dynamic_ratio, None
+        self.reorder, self.dynamic_ratio, self.similarities = ours.reorder, ours.dynamic_ratio, None
         self.compressor = ours.compressor
 
 
@@ -256,9 +253,13 @@ class EmbedTopK:
         self.embed = TfidfEmbedder() if dry else MiniLMEmbedder()
         self.name = self.embed.name
 
-    def __call__(self, docs: list[str], question: str, ratio: float, count: Count) -> str:
+    def similarities(self, docs: list[str], question: str) -> list[float]:
+        """Each document's cosine similarity to the question (the vectors are normalised)."""
         vecs = self.embed([question, *docs])
-        sims = vecs[1:] @ vecs[0]
+        return [float(s) for s in vecs[1:] @ vecs[0]]
+
+    def __call__(self, docs: list[str], question: str, ratio: float, count: Count) -> str:
+        sims = self.similarities(docs, question)
         order = sorted(range(len(docs)), key=lambda i: -sims[i])
         return truncate([docs[i] for i in order], ratio, count)
 
@@ -271,7 +272,7 @@ def make_methods(args: argparse.Namespace, needed: set[str]) -> dict[str, Callab
     if {"embed", "ours-qa"} & needed:
         out["embed"] = EmbedTopK(args.dry)
     if {"ours-qa", "ours-agnostic", "ours-qa-doc", "ours-qa-nll"} & needed:
-        ours = Ours(args.reorder, args.dynamic_ratio, embed=out["embed"].embed if "embed" in out else None)
+        ours = Ours(args.reorder, args.dynamic_ratio, similarities=out["embed"].similarities if "embed" in out else None)
         out.update({"ours-qa": ours.qa, "ours-agnostic": ours.agnostic, "ours-qa-doc": OursDoc(ours).qa,
                     "ours-qa-nll": OursNll(ours).qa})
     if "longllmlingua" in needed:

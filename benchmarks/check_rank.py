@@ -70,7 +70,6 @@ def summarise(records: list[dict], names: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     from lingua_compress import Compressor
-    from lingua_compress.batch.group import MiniLMEmbedder, TfidfEmbedder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=R.DEFAULT_DATA)
@@ -90,13 +89,13 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     items, rows = R.load_items(args.data, args.n, args.seed, R.DRY_MAX_CHARS if args.dry else 0,
                                args.disjoint_from)
-    compressor, embed = Compressor(), (TfidfEmbedder() if args.dry else MiniLMEmbedder())
+    compressor, embed = Compressor(), R.EmbedTopK(args.dry)  # bench_rag's retrieval baseline: its similarities
     records, started = [], time.perf_counter()
     for i, item in enumerate(items):
         position = R.POSITIONS[i % len(R.POSITIONS)]
         docs, gold = R.documents(item, R.distractors(item, rows, args.passages, args.seed), args.passages, position)
-        vecs = embed([item["question"], *docs])
-        scores = fused(nll_relevance(compressor, docs, item["question"]), np.asarray(vecs[1:] @ vecs[0]))
+        scores = fused(nll_relevance(compressor, docs, item["question"]),
+                       np.asarray(embed.similarities(docs, item["question"])))
         records.append({"item": item["id"], "position": position,
                         "gold_rank": {k: int(ranks(v)[gold]) for k, v in scores.items()}})
         print(json.dumps(records[-1]), file=sys.stderr)
