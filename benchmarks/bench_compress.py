@@ -3,6 +3,7 @@
     python benchmarks/bench_compress.py [--data ../shared/data/gsm8k] [--repeats 3] [--out benchmarks/results]
     python benchmarks/bench_compress.py --dtype float32        # the path of a CPU without native bf16
     python benchmarks/bench_compress.py --dtype float32 --packed-linear off --suffix _aten   # ATen's linear
+    python benchmarks/bench_compress.py --attention sdpa --suffix _sdpa     # torch's fused attention kernel
     python benchmarks/bench_compress.py --dry                  # wiring check: one short demonstration, 1 repeat
 
 Builds the prompt from 8 train demonstrations with their worked solutions (calculator annotations removed,
@@ -153,7 +154,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--bf16-embedding", default="auto", choices=("auto", "on", "off"),
                     help="on the fp32 path, keep the embedding table in bf16 (Compressor(bf16_embedding=...))")
     ap.add_argument("--packed-linear", default="auto", choices=("auto", "on", "off"),
-                    help="on the fp32 CPU path, oneDNN-prepacked linear layers (Compressor(packed_linear=...))")
+                    help="on the CPU, oneDNN-prepacked linear layers (Compressor(packed_linear=...))")
+    ap.add_argument("--attention", default="eager", choices=("eager", "sdpa"),
+                    help="the scorer's attention kernel (Compressor(attention=...))")
     ap.add_argument("--dry", action="store_true", help="one short demonstration, 1 repeat, bench_compress_dry.json")
     args = ap.parse_args(argv)
     if args.dry:
@@ -208,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     prompt, rows, _ = build_prompt(args.data, shots=1 if args.dry else 8)
     compressor = Compressor(args.model, dtype=args.dtype,
                             bf16_embedding={"auto": None, "on": True, "off": False}[args.bf16_embedding],
-                            packed_linear={"auto": None, "on": True, "off": False}[args.packed_linear])
+                            packed_linear={"auto": None, "on": True, "off": False}[args.packed_linear],
+                            attention=args.attention)
     t0 = time.perf_counter()
     compressor.scorer
     load_s = time.perf_counter() - t0

@@ -1,11 +1,11 @@
-"""Same compressions with and without the fp32 CPU path's prepacked linear layers (lingua_compress.cpu_kernels).
+"""Same compressions with and without the CPU path's prepacked linear layers (lingua_compress.cpu_kernels).
 
     python benchmarks/check_packed_linear.py [--data ../shared/data/gsm8k] [--out benchmarks/results]
 
 Compresses bench_compress's 8-shot GSM8K prompt and the first 6,000 characters of the README (prose, markdown) at
 ratios 0.5, 0.2 and 0.1 with ``Compressor()`` (packed where available) and ``Compressor(packed_linear=False)``, and
-compares the outputs and every token's NLL. Meaningful on a CPU without native bf16 (elsewhere both run bf16 and
-are the same path); writes check_packed_linear.json.
+compares the outputs and every token's NLL: fp32 on a CPU without native bf16, bf16 on one with it (the AMX run
+is kept as check_packed_linear_amx.json); writes check_packed_linear.json.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ OURS_VARIANTS = {
 COMPRESSING = (*OURS_VARIANTS, "ours-prev", "llmlingua", "random", "truncate")
 BASELINES = ("full", "zero-shot")
 # Any other setting of ours, for ablations: "ours[context_budget_factor=1.5;conditioning=recompute]".
-# "adapter=DIR" is not a CompressionConfig field: it loads the scorer with that aligned adapter ("ours[adapter=a/]").
+# "adapter=DIR", "attention=sdpa" and "packed_linear=false" are not CompressionConfig fields: they set up the scorer
+# ("ours[adapter=a/]", "ours[attention=sdpa]").
 _VARIANT = re.compile(r"ours\[([a-z_]+=[^;\]]+(?:;[a-z_]+=[^;\]]+)*)\]")
 # Prefixes another version of the library made ("ours-prev": the previous default), frozen by --freeze.
 FROZEN = Path(__file__).resolve().parent / "results" / "quality_frozen.json"
@@ -95,7 +96,8 @@ class Ours:
 
         settings = dict(ours_settings(variant) or {})
         adapter = settings.pop("adapter", None)
-        self.compressor = Compressor(model, config=CompressionConfig(**settings), adapter=adapter)
+        scorer = {k: settings.pop(k) for k in ("attention", "packed_linear") if k in settings}  # not config fields
+        self.compressor = Compressor(model, config=CompressionConfig(**settings), adapter=adapter, **scorer)
         self.compressor.scorer  # load now: compression seconds exclude the model load, as for LLMLingua
 
     def __call__(self, demos: list[str], ratio: float, count: Count) -> str:

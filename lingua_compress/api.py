@@ -22,7 +22,7 @@ from .config import (
 )
 from .counting import TokenCounter, first_visible, make_counter, resolve_tokenizer, token_owners
 from .errors import BudgetWarning, ConfigError
-from .models import check_bf16_embedding, check_spec
+from .models import check_attention, check_bf16_embedding, check_spec
 from .prune import QuotaPicker, fit_budget, max_window_tokens, plan_windows, score_windows
 from .render import render
 from .result import CompressionResult, PartStats, Timings
@@ -62,7 +62,8 @@ class Compressor:
         scorer: Scorer | None = None,
         adapter: str | Path | None = None,
         bf16_embedding: bool | None = None,  # on the fp32 path keep the embedding table in bf16 (None: where exact)
-        packed_linear: bool | None = None,  # on the fp32 CPU path, oneDNN-prepacked linear layers (None: where able)
+        packed_linear: bool | None = None,  # on the CPU, oneDNN-prepacked linear layers (None: where able)
+        attention: str = "eager",  # or "sdpa": faster on a bf16 CPU, rounds differently (see CausalLMScorer)
     ) -> None:
         if config is not None and not isinstance(config, CompressionConfig):
             raise ConfigError(f"config must be a CompressionConfig, got {type(config).__name__}")
@@ -72,6 +73,7 @@ class Compressor:
         model = check_spec(model, device, dtype)
         check_bf16_embedding(bf16_embedding)
         check_bf16_embedding(packed_linear, "packed_linear")
+        check_attention(attention)
         if scorer is not None and not isinstance(scorer, Scorer):
             raise ConfigError(f"scorer must implement lingua_compress.Scorer, got {type(scorer).__name__}")
         if adapter is not None and scorer is not None:
@@ -82,7 +84,7 @@ class Compressor:
         self.config = config or CompressionConfig()
         self._spec = {"model": model, "device": device, "dtype": dtype, "vocab": vocab,
                       "adapter": check_adapter(adapter), "bf16_embedding": bf16_embedding,
-                      "packed_linear": packed_linear}
+                      "packed_linear": packed_linear, "attention": attention}
         self._scorer = scorer
         self._lock = threading.Lock()
 

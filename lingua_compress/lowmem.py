@@ -64,12 +64,14 @@ class CastingHead(nn.Module):
         return F.linear(hidden, self._cast)
 
 
-def load_causal_lm(path: str, dtype: torch.dtype, local_files_only: bool, mode: bool | None) -> Any:
-    """``from_pretrained`` in ``dtype``; on the fp32 path with ``mode`` None (auto: only where exact and worth it) or
-    True (always; rounds an fp32 checkpoint's table), the embedding table is kept in bf16."""
+def load_causal_lm(path: str, dtype: torch.dtype, local_files_only: bool, mode: bool | None,
+                   attention: str = "eager") -> Any:
+    """``from_pretrained`` in ``dtype`` with the ``attention`` kernel; on the fp32 path with ``mode`` None (auto: only
+    where exact and worth it) or True (always; rounds an fp32 checkpoint's table), the embedding table is kept in
+    bf16."""
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"attn_implementation": "eager", "trust_remote_code": False,
+    kwargs: dict[str, Any] = {"attn_implementation": attention, "trust_remote_code": False,
                               "local_files_only": local_files_only}
     if mode is False or dtype != torch.float32:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)

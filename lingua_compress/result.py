@@ -36,12 +36,15 @@ class Backend:
     # only where it is not "none"
     requested: str  # the dtype asked for: "auto" or an override; "given" for a model handed in already loaded
     embedding_dtype: str  # storage of the token-embedding table: bf16 on the fp32 CPU path saves ~335 MB
-    linear_kernel: str = "aten"  # "onednn-packed": the fp32 CPU path's linear layers run on prepacked weights
+    linear_kernel: str = "aten"  # "onednn-packed": the CPU path's linear layers run on prepacked weights
+    attention: str = "eager"  # the attention kernel: "eager", or torch's fused "sdpa" (Compressor(attention=...))
 
     def __str__(self) -> str:
         table = f", embedding {self.embedding_dtype}" if self.embedding_dtype != self.dtype else ""
         kernel = f", {self.linear_kernel}" if self.linear_kernel != "aten" else ""
-        return f"{self.device}/{self.dtype}{table}{kernel} (requested {self.requested}; cpu bf16: {self.cpu_bf16})"
+        attention = f", {self.attention} attention" if self.attention != "eager" else ""
+        return (f"{self.device}/{self.dtype}{table}{kernel}{attention} (requested {self.requested}; "
+                f"cpu bf16: {self.cpu_bf16})")
 
 
 class TokenSavings:
