@@ -92,7 +92,9 @@ def pack_linears(model: nn.Module, rows: int) -> int:
     """Replace each plain fp32 or bf16 CPU ``nn.Linear`` under ``model`` by a :class:`PackedLinear`, one at a time
     so the original weight is released before the next is copied (packing all first would hold both, +400 MB for
     the default scorer in fp32). A layer whose packed output disagrees with ``F.linear`` on a probe keeps ATen's
-    kernel. Returns how many were replaced (0 where the ops are missing)."""
+    kernel. The replaced layers are for dropping: where a weight is a view of a mapped checkpoint its pages are
+    evicted (:func:`evict_file_pages`), so a replaced layer kept and used elsewhere would read the file's values,
+    not changes made to it in place. Returns how many were replaced (0 where the ops are missing)."""
     if not available():
         return 0
     slots = [(parent, name) for parent in model.modules() for name, child in parent.named_children()
