@@ -89,15 +89,7 @@ class CausalLMScorer:
         and passed the scores-and-kept-set gate, but it rounds differently, and on the quality benchmark's fast loop
         its GSM8K prefixes kept 2-3 points less of the answers' likelihood at 0.2 and 0.1 (README, Benchmarks):
         opt in where speed matters more. In fp32 both give the same text."""
-        if vocab not in VOCAB_MODES:
-            raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
-        check_bf16_embedding(packed_linear, "packed_linear")
-        if loaded is not None and (adapter is not None or check_bf16_embedding(bf16_embedding) or packed_linear
-                                   or check_attention(attention) != "eager"):
-            raise ConfigError("adapter=, bf16_embedding=True, packed_linear=True and attention='sdpa' apply to a "
-                              "model this scorer loads; with loaded=, apply them first (lingua_compress.align."
-                              "apply_adapter, lowmem.store_embedding_bf16, cpu_kernels.pack_linears, "
-                              "from_pretrained's attn_implementation)")
+        _check_options(vocab, loaded, adapter, bf16_embedding, packed_linear, attention)
         import torch
 
         self._torch = torch
@@ -118,9 +110,17 @@ class CausalLMScorer:
         bos = self.tokenizer.bos_token_id
         self._bos = int(bos if bos is not None else self.tokenizer.eos_token_id)
         self.max_length = int(getattr(lm.config, "max_position_embeddings", 2048) or 2048)
+        self._set_head(vocab)
+        self._base_matmul = self._pack(packed_linear is not False and loaded is None)
+        self.backend = Backend(str(self._head.device), _dtype_name(self._dtype), cpu_bf16_feature(),
+                               self.loaded.requested_dtype, _dtype_name(table.weight.dtype), self._kernel_name(),
+                               str(getattr(lm.config, "_attn_implementation", None) or "eager"))
+
+    def _set_head(self, vocab: str) -> None:
+        """The softmax's fixed part: the whole head, or in "restricted" mode its first RESTRICTED_SIZE rows."""
         vocab_size = self._head.shape[0]
         self.vocab = "full" if vocab_size <= 2 * RESTRICTED_SIZE else vocab
-        self._in_base = torch.zeros(vocab_size, dtype=torch.bool, device=self._head.device)
+        self._in_base = self._torch.zeros(vocab_size, dtype=self._torch.bool, device=self._head.device)
         if self.vocab == "restricted":
             # Low ids are the frequent ones in BPE/SentencePiece vocabularies (measured: Pearson 0.999 vs full).
             self._in_base[:RESTRICTED_SIZE] = True
@@ -128,10 +128,6 @@ class CausalLMScorer:
         else:
             self._base_head = self._head.to(self._dtype)
         self._base_width = int(self._base_head.shape[0])
-        self._base_matmul = self._pack(packed_linear is not False and loaded is None)
-        self.backend = Backend(str(self._head.device), _dtype_name(self._dtype), cpu_bf16_feature(),
-                               self.loaded.requested_dtype, _dtype_name(table.weight.dtype), self._kernel_name(),
-                               str(getattr(lm.config, "_attn_implementation", None) or "eager"))
 
     def _pack(self, wanted: bool) -> Any:
         """Pack the body's linear layers and the restricted head for oneDNN where wanted and possible; the head's
@@ -322,6 +318,20 @@ class CausalLMSession:
             if p:
                 self._last_hidden = hidden[p - 1]
             self._pending = kept_ids
+
+
+def _check_options(vocab: str, loaded: LoadedModel | None, adapter: Any, bf16_embedding: bool | None,
+                   packed_linear: bool | None, attention: str) -> None:
+    """Refuse bad values, and the options that change how a model is loaded together with a model handed in."""
+    if vocab not in VOCAB_MODES:
+        raise ConfigError(f"vocab={vocab!r} is not supported; use one of {VOCAB_MODES}")
+    check_bf16_embedding(packed_linear, "packed_linear")
+    if loaded is not None and (adapter is not None or check_bf16_embedding(bf16_embedding) or packed_linear
+                               or check_attention(attention) != "eager"):
+        raise ConfigError("adapter=, bf16_embedding=True, packed_linear=True and attention='sdpa' apply to a "
+                          "model this scorer loads; with loaded=, apply them first (lingua_compress.align."
+                          "apply_adapter, lowmem.store_embedding_bf16, cpu_kernels.pack_linears, "
+                          "from_pretrained's attn_implementation)")
 
 
 def _dtype_name(dtype: Any) -> str:
