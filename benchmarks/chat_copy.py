@@ -20,6 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench_quality import Store  # noqa: E402
 from quality_report import emit  # noqa: E402
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "sharegpt_400.jsonl"
@@ -44,17 +45,8 @@ def copy_share(row: dict, reply_chars: int) -> float | None:
     return len(reply & history) / len(reply) if reply else 0.0
 
 
-def latest(evals: Path) -> dict[tuple[str, str, float], dict]:
-    out = {}
-    for line in evals.open():
-        if line.strip():
-            r = json.loads(line)
-            out[(r["id"], r["method"], float(r["ratio"]))] = r  # the last record of a condition is the current one
-    return out
-
-
-def bands(shares: dict[str, float], evals: dict, methods: list[str], ratio: float) -> list[dict]:
-    worth = {i: evals[(i, "no-history", 0.0)]["nll"] - evals[(i, "full", 1.0)]["nll"] for i in shares}
+def bands(shares: dict[str, float], evals: Store, methods: list[str], ratio: float) -> list[dict]:
+    worth = {i: evals.get("no-history", 0.0, i)["nll"] - evals.get("full", 1.0, i)["nll"] for i in shares}
     total = sum(worth.values())
     rows = []
     for lo, hi in BANDS:
@@ -62,7 +54,7 @@ def bands(shares: dict[str, float], evals: dict, methods: list[str], ratio: floa
         band_worth = sum(worth[i] for i in ids)
         row = {"copy_share": [lo, hi], "n": len(ids), "share_of_worth": round(band_worth / total, 3) if total else None}
         for m in methods:
-            lost = sum(evals[(i, m, ratio)]["nll"] - evals[(i, "full", 1.0)]["nll"] for i in ids)
+            lost = sum(evals.get(m, ratio, i)["nll"] - evals.get("full", 1.0, i)["nll"] for i in ids)
             row[m] = {"retention_in_band": round(1 - lost / band_worth, 3) if band_worth else None,
                       "points_lost_overall": round(100 * lost / total, 1) if total else None}
         rows.append(row)
@@ -82,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     if work is None:
         ap.error("no bench_chat work folder: give --work")
     methods = [m for m in args.methods.split(",") if m]
-    evals = latest(work / "evals.jsonl")
+    evals = Store(work / "evals.jsonl", ("method", "ratio", "id"))  # bench_chat's: the latest record of each
     data = {r["id"]: r for r in map(json.loads, args.data.open()) if r.get("id")}
     need = [("full", 1.0), ("no-history", 0.0)] + [(m, args.ratio) for m in methods]
-    ids = sorted({i for i, _, _ in evals if i in data and all((i, m, r) in evals for m, r in need)})
+    ids = sorted({i for _, _, i in evals.rows if i in data and all(evals.get(m, r, i) for m, r in need)})
     shares = {i: s for i in ids if (s := copy_share(data[i], args.reply_chars)) is not None}
     report = {"work": work.name, "ratio": args.ratio, "conversations": len(shares),
               "bands": bands(shares, evals, methods, args.ratio)}
