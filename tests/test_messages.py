@@ -173,6 +173,23 @@ def test_budget_the_elisions_leave_unspent_brings_older_turns_back_whole(tiny):
     assert 0.9 * res.target_tokens <= res.compressed_tokens <= res.target_tokens + 5
 
 
+def test_unspent_budget_brings_an_older_turn_back_cut_when_a_newer_ones_code_cannot_fit(tiny):
+    # bench_chat's jGTl8uD_5 in small: elision drops the oldest reply, then the big code block after it; what that
+    # frees beyond the newest turns' needs cannot pay for the code, but can for the oldest reply's prose, cut.
+    small = "```python\nx = 1\n```\n"
+    messages = [{"role": "assistant", "content": PROSE * 8 + small}, {"role": "user", "content": "ok"},
+                {"role": "assistant", "content": PROSE + "\n\n" + CODE * 3}, {"role": "user", "content": "and?"},
+                {"role": "assistant", "content": PROSE * 2}, {"role": "user", "content": LAST}]
+    before = compress_messages(tiny, messages, 0.3, config=MessagesConfig(elide_below=0.99))  # no room for cuts
+    res = compress_messages(tiny, messages, 0.3)
+    s = res.per_message
+    assert s[2].elided and not s[0].elided and s[0].restored and 0.1 <= s[0].budget_ratio < 1.0
+    assert res.messages[0]["content"] not in ("", messages[0]["content"]) and small in res.messages[0]["content"]
+    assert res.messages[4] == messages[4] and not s[4].restored  # the newest reply was never elided
+    assert before.per_message[0].elided and before.compressed_tokens < 0.8 * res.target_tokens
+    assert 0.9 * res.target_tokens <= res.compressed_tokens <= res.target_tokens + 5
+
+
 def test_an_elided_message_keeps_its_place_role_tool_calls_and_other_parts(tiny):
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     call = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
@@ -180,7 +197,7 @@ def test_an_elided_message_keeps_its_place_role_tool_calls_and_other_parts(tiny)
                 {"role": "assistant", "content": PROSE + CODE, "tool_calls": call},
                 {"role": "tool", "tool_call_id": "c1", "content": PROSE * 2},
                 {"role": "user", "content": LAST}]
-    res = compress_messages(tiny, messages, 0.3, config=MessagesConfig(recency=0.05))
+    res = compress_messages(tiny, messages, 0.2, config=MessagesConfig(recency=0.05))  # 0.3 brings 0 back cut
     assert [s.elided for s in res.per_message] == [True, True, False, False]
     assert res.messages[0] == {"role": "user", "content": [{"type": "text", "text": ""}, image], "name": "ann"}
     assert res.messages[1] == {"role": "assistant", "content": "", "tool_calls": call}

@@ -210,7 +210,8 @@ def check_code(compressor, cases, ratio) -> None:
 def check_elided(res, messages, cfg) -> None:
     """Elided: text emptied, pinned messages never, and every older message the budget cut is elided too."""
     users = [i for i, m in enumerate(messages) if m["role"] == "user" and m["role"] not in cfg.system_roles]
-    cut = [s.index for s in res.per_message if not s.elided and s.budget_ratio < 1.0]
+    # Cut by the ramp: not elided, not brought back into unspent budget (which may be older than an elided one).
+    cut = [s.index for s in res.per_message if not s.elided and not s.restored and s.budget_ratio < 1.0]
     for s in res.per_message:
         if not s.elided:
             continue

@@ -38,7 +38,8 @@ class MessagesConfig:
             parts stay in place) and ``per_message`` marks it. A shred of an old turn helps the next reply less
             than the newer turns its code, tables and markup would take the budget from. Pinned messages (system,
             last user, short user turns) and the newest of the others are never elided. Budget the elisions
-            leave unspent brings elided messages back verbatim, newest first, those that fit in it whole. 0 turns
+            leave unspent brings elided messages back, newest first: verbatim those that fit whole, then those whose
+            code and tables fit with at least this share of their prose beside them, that prose cut. 0 turns
             this off: then every message keeps its code, tables and JSON structure whatever the budget.
         keep_code: keep fenced and indented code blocks verbatim; off, their bodies are compressed as prose.
         compress_json: compress long prose strings inside JSON documents; off, JSON is kept verbatim.
@@ -114,7 +115,8 @@ class MessageStats:
     verbatim). The counts say what was left alone: code blocks, JSON documents (only their long prose strings are
     compressed; JSON-like text that does not parse is kept whole), tables, and content parts that are not text
     (images, audio, files), passed through untouched. An ``elided`` message had its text emptied whole (see
-    :attr:`MessagesConfig.elide_below`): its counts are then 0 but for the parts passed.
+    :attr:`MessagesConfig.elide_below`): its counts are then 0 but for the parts passed. A ``restored`` message was
+    elided, then brought back (whole, or its prose cut to ``budget_ratio``) into budget the elisions left unspent.
     """
 
     index: int
@@ -127,6 +129,7 @@ class MessageStats:
     tables: int = 0
     parts_passed: int = 0
     elided: bool = False
+    restored: bool = False
 
     @property
     def kept_ratio(self) -> float:
