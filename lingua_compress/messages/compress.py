@@ -170,7 +170,7 @@ def restore(gone: Sequence[_Plan], unspent: float, below: float) -> list[tuple[_
     ones brought back cut, with the prose tokens each may keep.
 
     Elision is decided oldest first, each drop freeing its code and tables for the newer turns; when the last drop
-    frees more than they can use, the budget would go unspent (asked 0.5, kept 0.34 on a bench_chat history whose
+    frees more than they can use, the budget would go unspent (asked 0.5, kept 0.385 on a bench_chat history whose
     newest elided reply was mostly code). First the messages that fit whole come back verbatim: an older user turn
     that states the task is worth its tokens. Then what is still unspent brings back the others whose structure
     (code, tables, markers) fits with at least ``below`` of their prose beside it, never a shred; such a message can
