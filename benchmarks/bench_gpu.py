@@ -10,7 +10,8 @@ only Gemma 3 270M's config, its tokenizer and bench_compress's 8-shot GSM8K prom
 builds the model from the config with random weights (bf16 on a GPU), saves it next to the tokenizer and loads it
 through ``Compressor(model=that folder)``, the library's own path. Per attention kernel: the best of ``--repeats``
 of one ``compress()`` at 0.5 / 0.2 / 0.1 after a warm-up, one plain forward pass over the same tokens, and
-``compress_batch`` over ``--batch`` prompts (the demonstrations rotated, so no two are the same text) as tokens/s; then
+``compress_batch`` over ``--batch`` prompts (the demonstrations rotated, so no two are the same text) as tokens/s, one
+prompt after another and with ``--batch-size`` prompts' forwards batched (and how many kept the same text); then
 one compression at 0.2 under torch's profiler: kernels launched, the GPU's busy time and the host's wall time.
 Writes bench_gpu.json (``--dry``: bench_gpu_dry.json). Targets: <= 0.1 s per prompt, >= 50k tokens/s batched.
 """
@@ -148,16 +149,29 @@ def measure(folder: Path, kit: Path, attention: str, args: argparse.Namespace) -
         row["runs"].append({"ratio": ratio, "wall_s_best": round(s, 4)})
     row["one_pass_s"] = round(best_of(plain_pass(scorer, str(first.original)), args.repeats, sync), 4)
     batch = prompts(kit, args.batch)
-    sync()
-    t = time.perf_counter()
-    results = c.compress_batch(batch, 0.2)
-    sync()
-    wall = time.perf_counter() - t
-    tokens = sum(r.original_tokens for r in results)
-    row["batch"] = {"prompts": len(batch), "ratio": 0.2, "wall_s": round(wall, 3), "tokens": tokens,
-                    "tokens_per_s": round(tokens / wall, 1), "s_per_prompt": round(wall / len(batch), 4)}
+    texts, spans = {}, {}
+    for size in (1, args.batch_size):  # one prompt after another, then the batched forwards (library default)
+        sync()
+        t = time.perf_counter()
+        results = c.compress_batch(batch, 0.2, batch_size=size)
+        sync()
+        wall = time.perf_counter() - t
+        tokens = sum(r.original_tokens for r in results)
+        texts[size] = [r.text for r in results]
+        spans[size] = [_kept_chars(r.kept_spans) for r in results]
+        row["batch" if size == 1 else "batched"] = {
+            "prompts": len(batch), "batch_size": size, "ratio": 0.2, "wall_s": round(wall, 3), "tokens": tokens,
+            "tokens_per_s": round(tokens / wall, 1), "s_per_prompt": round(wall / len(batch), 4)}
+    # Batched kernels round differently: how many prompts kept exactly the text they keep one at a time.
+    row["batched"]["same_text"] = sum(a == b for a, b in zip(texts[1], texts[args.batch_size]))
+    row["batched"]["kept_jaccard_mean"] = round(sum(len(a & b) / max(len(a | b), 1) for a, b in
+                                                    zip(spans[1], spans[args.batch_size])) / len(batch), 4)
     row["profile_0.2"] = profile(c, prompt, device)
     return row
+
+
+def _kept_chars(kept_spans) -> set[int]:
+    return {i for start, end in kept_spans for i in range(start, end)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attention", default="eager,sdpa")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--dry", action="store_true", help="the kit's model shrunk, 1 repeat, 2 prompts batched")
+    ap.add_argument("--batch-size", type=int, default=16, help="compress_batch's batch_size for the batched run")
+    ap.add_argument("--dry", action="store_true", help="the kit's model shrunk, 1 repeat, 3 prompts, 2 a batch")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     if args.make_kit:
@@ -178,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.kit / "prompt.json").exists():
         ap.error(f"no kit at {args.kit}: run with --make-kit first (here, where the default scorer is)")
     if args.dry:
-        args.repeats, args.batch = 1, 2
+        args.repeats, args.batch, args.batch_size = 1, 3, 2
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = random_model(args.kit, Path(tmp), shrink=args.dry)

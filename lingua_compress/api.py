@@ -138,13 +138,35 @@ class Compressor:
         target = target_tokens if target_tokens is not None else ratio * original
         return _Run(self.config, scorer, counter, seg, original, target, started).result()
 
-    def compress_batch(self, prompts: Sequence[str | Prompt], ratio: float | None = None, **kwargs: Any) -> list[CompressionResult]:
+    def compress_batch(self, prompts: Sequence[str | Prompt], ratio: float | None = None, *,
+                       batch_size: int | None = None, **kwargs: Any) -> list[CompressionResult]:
         """Compress several prompts with the same settings (the model is loaded once).
 
         ``prompts`` is a list, tuple or other ordered collection; a single ``str`` is refused (iterating it would
         compress each character). Every prompt's type is checked before any is compressed.
+
+        ``batch_size``: up to this many prompts are compressed together, their scoring forwards run as one batched
+        forward (:mod:`lingua_compress.batching`; each prompt's result is the one :meth:`compress` gives, up to the
+        rounding of batched kernels, and its timings include the wait for the others). None: 16 where the scorer
+        runs on a GPU, else 1, one prompt after another (on a CPU a batch adds padding and saves no launches).
         """
-        return [self.compress(p, ratio, **kwargs) for p in check_prompts(prompts)]
+        prompts = check_prompts(prompts)
+        size = self._batch_size(batch_size, len(prompts))
+        if size <= 1:
+            return [self.compress(p, ratio, **kwargs) for p in prompts]
+        from .batching import RoundBatcher
+
+        return RoundBatcher(self.scorer, size).map(lambda p: self.compress(p, ratio, **kwargs), prompts)
+
+    def _batch_size(self, batch_size: int | None, n: int) -> int:
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ConfigError(f"batch_size={batch_size!r} is not accepted: give an int >= 1, or None for automatic")
+        if n < 2 or batch_size == 1 or not isinstance(self.scorer, CausalLMScorer):
+            return 1  # a scorer of the caller's own has no batched forward
+        from .batching import auto_batch_size
+
+        return auto_batch_size(self.scorer) if batch_size is None else batch_size
 
     def compress_messages(self, messages: Sequence[dict[str, Any]], ratio: float | None = None,
                           **kwargs: Any) -> "MessagesResult":

@@ -134,22 +134,37 @@ class KVCache:
             return None
         import torch
 
+        masks = {}
+        for kind, allowed in self.allowed(past_positions, query_positions).items():
+            mask = torch.from_numpy(allowed)[None, None].to(device)
+            masks[kind] = additive_mask(mask, dtype) if self._eager else mask
+        return masks
+
+    def allowed(self, past_positions: np.ndarray, query_positions: np.ndarray) -> dict[str, np.ndarray]:
+        """Per layer type, which of its stored slots and the new tokens each new token may attend to: a boolean
+        (queries, stored + queries) array, causal in slots, and on sliding layers within the window in positions.
+        A model without layer types has one, "full_attention"."""
         q = len(query_positions)
         positions = np.concatenate([np.asarray(past_positions, dtype=np.int64), query_positions])
         n, lengths = len(positions), self.stored_lengths()
         query_slots = np.arange(n - q, n)
-        masks = {}
-        for kind in dict.fromkeys(self._layer_types):
-            layer = self._layer_types.index(kind)
+        out = {}
+        for kind in dict.fromkeys(self._layer_types or ["full_attention"]):
+            layer = self._layer_types.index(kind) if self._layer_types else 0
             kv = min(lengths[layer] if layer < len(lengths) else 0, n - q) + q  # what the layer's forward will hold
             allowed = np.arange(n - kv, n)[None, :] <= query_slots[:, None]
-            if kind == "sliding_attention":
+            if kind == "sliding_attention" and self._sliding_window:
                 allowed &= positions[n - kv :][None, :] > query_positions[:, None] - self._sliding_window
-            mask = torch.from_numpy(allowed)[None, None].to(device)
-            if self._eager:  # eager attention adds the mask to the scores; sdpa takes a boolean one
-                mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, torch.finfo(dtype).min)
-            masks[kind] = mask
-        return masks
+            out[kind] = allowed
+        return out
+
+    def layer_states(self) -> list[tuple[Any, Any] | None]:
+        """Each layer's stored (keys, values), shaped (batch, heads, slots, head_dim); None where it holds none."""
+        return native_states(self._cache)
+
+    def append(self, layer: int, keys: Any, values: Any) -> None:
+        """New states for one layer, through the cache's own update (as a forward adds them: windows and all)."""
+        self._cache.update(keys, values, layer)
 
     def _trim(self) -> None:
         if self._bounded:
@@ -158,6 +173,28 @@ class KVCache:
     def _check(self, n: int) -> None:
         if not 0 <= n <= len(self):
             raise ValueError(f"cannot drop the last {n} positions of a cache holding {len(self)}")
+
+
+def native_states(cache: Any) -> list[tuple[Any, Any] | None]:
+    """(keys, values) per layer of a transformers cache; None where a layer holds none."""
+    return [_states(layer) for layer in cache.layers]
+
+
+def filled_cache(states: Sequence[tuple[Any, Any]]) -> Any:
+    """A plain transformers cache (no sliding bookkeeping) holding ``states``, one (keys, values) per layer."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for layer, (keys, values) in enumerate(states):
+        cache.update(keys, values, layer)
+    return cache
+
+
+def additive_mask(allowed: Any, dtype: Any) -> Any:
+    """A boolean mask as eager attention takes it: 0 where allowed, the dtype's lowest value elsewhere."""
+    import torch
+
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def _states(layer: Any) -> tuple[Any, Any] | None:

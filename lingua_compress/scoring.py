@@ -14,6 +14,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from . import batching
 from .errors import ConfigError
 from .kvcache import KVCache, cache_keyword
 from .models import LoadedModel, check_attention, check_bf16_embedding, cpu_bf16_feature, load_model
@@ -185,9 +186,17 @@ class CausalLMScorer:
             target_logit = torch.tanh(target_logit / self._softcap) * self._softcap
         return (lse - target_logit).cpu().numpy().astype(np.float32)
 
-    def forward(self, ids: Sequence[int], cache: KVCache, position_ids: Any = None, attention_mask: Any = None) -> Any:
-        """Final hidden states of ``ids`` appended to ``cache`` (which grows by ``len(ids)``)."""
+    def forward(self, ids: Sequence[int], cache: KVCache, position_ids: Any = None, attention_mask: Any = None,
+                past_positions: Sequence[int] | None = None) -> Any:
+        """Final hidden states of ``ids`` appended to ``cache`` (which grows by ``len(ids)``).
+
+        With ``past_positions`` (the position of each cached slot) and ``position_ids``, a forward made inside
+        :meth:`Compressor.compress_batch`'s rounds is batched with the other prompts' (:mod:`.batching`)."""
         torch = self._torch
+        batcher = batching.active(self) if past_positions is not None and position_ids is not None else None
+        if batcher is not None:
+            query = np.asarray(position_ids[0].tolist(), dtype=np.int64)
+            return batcher.forward(ids, cache, query, np.asarray(past_positions, dtype=np.int64))
         x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self._head.device)[None]
         kwargs = {self._cache_keyword: cache.native}
         if attention_mask is not None:
@@ -253,7 +262,7 @@ class CausalLMSession:
         inputs = self._pending + ids
         pos = torch.arange(self._next_pos, self._next_pos + len(inputs), device=self._scorer._head.device)
         hidden = self._scorer.forward(inputs, cache=self._cache, position_ids=pos[None],
-                                      attention_mask=self._masks(len(inputs)))
+                                      attention_mask=self._masks(len(inputs)), past_positions=self._positions)
         p = len(self._pending)
         if p:
             before = hidden[p - 1 : p - 1 + len(ids)]
@@ -285,7 +294,8 @@ class CausalLMSession:
             chunk, self._pending = self._pending[:_ONE_SHOT_CHUNK], self._pending[_ONE_SHOT_CHUNK:]
             pos = self._torch.arange(self._next_pos, self._next_pos + len(chunk), device=self._scorer._head.device)
             self._last_hidden = self._scorer.forward(chunk, cache=self._cache, position_ids=pos[None],
-                                                     attention_mask=self._masks(len(chunk)))[-1]
+                                                     attention_mask=self._masks(len(chunk)),
+                                                     past_positions=self._positions)[-1]
             self._kept += chunk
             self._positions += range(self._next_pos, self._next_pos + len(chunk))
             self._next_pos += len(chunk)

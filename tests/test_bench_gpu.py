@@ -39,7 +39,9 @@ def test_kit_and_dry_run_time_both_attention_kernels(tmp_path):
     for row in report["rows"]:
         assert [r["ratio"] for r in row["runs"]] == list(bench_gpu.RATIOS)
         assert all(r["wall_s_best"] > 0 for r in row["runs"]) and row["one_pass_s"] > 0
-        assert row["batch"]["prompts"] == 2 and row["batch"]["tokens"] == 2 * row["prompt_tokens"]
+        assert row["batch"]["prompts"] == 3 and row["batch"]["tokens"] == 3 * row["prompt_tokens"]
+        assert row["batched"]["batch_size"] == 2 and row["batched"]["tokens"] == row["batch"]["tokens"]
+        assert 0 <= row["batched"]["same_text"] <= 3 and 0 < row["batched"]["kept_jaccard_mean"] <= 1
         assert row["profile_0.2"]["cpu_ops"] > 0 and row["backend"]["attention"] == row["attention"]
 
 

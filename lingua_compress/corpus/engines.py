@@ -66,32 +66,46 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _run_local_task(task: Task) -> Outcome:
+def _run_local_chunk(tasks: list[Task]) -> list[Outcome]:
     if _worker is None:
         raise LinguaCompressError("corpus worker used before its initializer ran")
-    return _worker(task)
+    return _worker.many(tasks)
+
+
+def _chunk_size(spec: WorkerSpec) -> int:
+    """Tasks per submission: a GPU worker batches their forwards (lingua_compress.batching), a CPU one gains
+    nothing from it and would only hold records back from the others."""
+    from ..batching import GPU_BATCH
+    from ..models import resolve_device
+
+    return 1 if resolve_device(spec.device).startswith("cpu") else GPU_BATCH
 
 
 def run_local(tasks: Iterable[Task], spec: WorkerSpec, workers: int) -> Iterator[Outcome]:
-    """Spawned worker processes (fork is unsafe with torch), at most ``2 * workers`` tasks in flight."""
+    """Spawned worker processes (fork is unsafe with torch), at most ``2 * workers`` submissions in flight, each
+    one task (CPU) or a chunk of them (GPU)."""
     source = iter(tasks)
     first = next(source, None)
     if first is None:  # nothing to do (e.g. a finished job resumed): don't start workers
         return
     source = itertools.chain([first], source)
+    chunk = _chunk_size(spec)
     ctx = mp.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_local, initargs=(spec,))
-    pending: set[Future[Outcome]] = set()
+    pending: set[Future[list[Outcome]]] = set()
     try:
         while True:
             # Bounded submission: pulling the whole task stream up front would read the corpus into memory.
-            for task in itertools.islice(source, max(0, 2 * workers - len(pending))):
-                pending.add(pool.submit(_run_local_task, task))
+            for _ in range(max(0, 2 * workers - len(pending))):
+                tasks_now = list(itertools.islice(source, chunk))
+                if not tasks_now:
+                    break
+                pending.add(pool.submit(_run_local_chunk, tasks_now))
             if not pending:
                 return
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()
+                yield from future.result()
     except BrokenProcessPool as exc:
         raise LinguaCompressError(f"a corpus worker process died ({exc}); out of memory? Fewer --workers "
                                   f"need less memory") from exc
@@ -110,8 +124,8 @@ class _RayCompressor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        outs = [self.worker(Task(str(k), int(n), json.loads(p)))
-                for k, n, p in zip(batch["key"], batch["line"], batch["payload"], strict=True)]
+        outs = self.worker.many([Task(str(k), int(n), json.loads(p))
+                                 for k, n, p in zip(batch["key"], batch["line"], batch["payload"], strict=True)])
         return {
             "key": np.array([o.key for o in outs], dtype=object),
             "line": np.array([o.line for o in outs], dtype=np.int64),

@@ -71,6 +71,15 @@ class RecordCompressor:
         self.spec = spec
         self.compressor = Compressor(model=spec.model, device=spec.device, config=spec.config)
 
+    def many(self, tasks: list[Task]) -> list[Outcome]:
+        """Outcomes of ``tasks`` in order; on a GPU their forwards are batched (:mod:`lingua_compress.batching`)."""
+        from ..batching import RoundBatcher, auto_batch_size
+
+        size = auto_batch_size(self.compressor.scorer) if len(tasks) > 1 else 1
+        if size <= 1:
+            return [self(task) for task in tasks]
+        return RoundBatcher(self.compressor.scorer, size).map(self, tasks)
+
     def __call__(self, task: Task) -> Outcome:
         spec = self.spec
         try:
