@@ -58,6 +58,20 @@ def _greedy(costs: np.ndarray, scores: np.ndarray, budget: float) -> np.ndarray:
     return keep
 
 
+def _ranked_prefix(costs: np.ndarray, scores: np.ndarray, budget: float) -> np.ndarray:
+    """Items in score order until ``budget`` is spent, the one that crosses it included (as LongLLMLingua takes
+    documents): under a relevance ranking, skipping an item that does not fit for a less relevant one that does
+    would drop the likeliest answer first. The token pass prunes what the crossing item brings over."""
+    keep = np.zeros(len(costs), dtype=bool)
+    used = 0.0
+    for i in np.argsort(-scores, kind="stable"):
+        if used >= budget:
+            break
+        keep[i] = True
+        used += costs[i]
+    return keep
+
+
 def correction_priority(seg: Segmented, rank: np.ndarray, alive: np.ndarray, whole_parts: bool) -> np.ndarray:
     """The order in which the exact-count correction adds units back: the coarse stage's survivors first, then the
     rest of a part it kept some of (a part the fill opened), the most surprising first. With ``whole_parts`` a unit
@@ -76,14 +90,18 @@ def select_contexts(
     the best worth up to k x ``budget`` in :func:`coarse_costs`.
 
     Parts holding a user ``keep=`` match are always kept. ``part_scores`` (one per part, higher = better)
-    replaces the mean surprisal as the ranking: question-aware compression ranks by relevance to the question.
+    replaces the mean surprisal as the ranking: question-aware compression ranks by relevance to the question, and
+    then parts are taken in that order until the budget is crossed (:func:`_ranked_prefix`), never skipping one
+    too long to fit for a less relevant one. Measured before: on 10-passage prompts at 0.1 (~150 tokens of budget)
+    the passage ranked first, holding the answer, went for shorter ones ranked below it.
     """
     ctx_parts, part_cost, part_score = _context_parts(seg, costs, unit_scores, part_scores)
     if len(ctx_parts) < 2:
         return np.ones(seg.n_units, dtype=bool)
     part_coarse = np.bincount(seg.unit_part, coarse_costs(costs, seg.protected, k), minlength=len(seg.parts))
     forced = np.bincount(seg.unit_part, seg.forced, minlength=len(seg.parts))[ctx_parts] > 0
-    keep = _greedy(part_coarse[ctx_parts], np.where(forced, np.inf, part_score), k * budget)
+    take = _greedy if part_scores is None else _ranked_prefix
+    keep = take(part_coarse[ctx_parts], np.where(forced, np.inf, part_score), k * budget)
     keep |= forced
     # Even a zero budget keeps the best context: it is the limit of a tiny one, so target_tokens=0 and ratio=1e-9
     # give one result (that context's protected spans, with a BudgetWarning).

@@ -127,6 +127,18 @@ def test_the_document_holding_the_question_words_ranks_first_and_is_kept(copy):
     assert r.documents[2] and r.text.startswith(r.documents[2])
 
 
+def test_the_most_relevant_document_is_kept_when_it_alone_outruns_the_coarse_budget(copy):
+    # Shorter, less relevant documents fit the coarse budget; the relevant one does not. It is still taken (and
+    # pruned by the token pass), not skipped for them: the question-aware ranking is a prefix, not a knapsack.
+    # (Before, at 0.2 and 0.3 it went whole, and the first one or two documents were kept instead.)
+    docs = [DOCS[0], DOCS[1], doc("jay koi yak emu fox elk", 8), DOCS[3]]
+    for ratio in (0.2, 0.3):
+        r = copy.compress_documents(docs, QUESTION, ratio=ratio)
+        assert int(np.argmax(r.relevance)) == 2
+        assert {"fox", "elk", "yak"} <= set(words(r.documents[2]))
+        assert not r.documents[0] and not r.documents[1] and not r.documents[3]
+
+
 def test_the_budget_goes_to_relevant_documents_first(copy):
     r = copy.compress_documents(DOCS, QUESTION, ratio=0.15)
     kept = [i for i, d in enumerate(r.documents) if d]
