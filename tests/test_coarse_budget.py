@@ -161,3 +161,13 @@ def test_sentence_filter_trims_to_its_own_factor_not_the_part_selections(monkeyp
     assert len(seen) == 1
     # Demonstrations only: the context's budget is the whole target.
     assert seen[0] == pytest.approx(factor * res.target_tokens, rel=0.05)
+
+
+def test_a_relevance_ranking_always_takes_its_best_item_and_otherwise_fills_as_before():
+    _best_then_greedy, _greedy = B._best_then_greedy, B._greedy
+    scores = np.array([3.0, 2.0, 1.0])
+    too_long = np.array([5.0, 1.0, 1.0])  # the best alone outruns the budget of 3
+    assert _greedy(too_long, scores, 3.0).tolist() == [False, True, True]
+    assert _best_then_greedy(too_long, scores, 3.0).tolist() == [True, False, False]
+    fits = np.array([1.0, 5.0, 1.0])  # the best fits: the same as the knapsack-style greedy
+    assert _best_then_greedy(fits, scores, 3.0).tolist() == _greedy(fits, scores, 3.0).tolist() == [True, False, True]

@@ -129,7 +129,7 @@ def test_the_document_holding_the_question_words_ranks_first_and_is_kept(copy):
 
 def test_the_most_relevant_document_is_kept_when_it_alone_outruns_the_coarse_budget(copy):
     # Shorter, less relevant documents fit the coarse budget; the relevant one does not. It is still taken (and
-    # pruned by the token pass), not skipped for them: the question-aware ranking is a prefix, not a knapsack.
+    # pruned by the token pass), not skipped for them.
     # (Before, at 0.2 and 0.3 it went whole, and the first one or two documents were kept instead.)
     docs = [DOCS[0], DOCS[1], doc("jay koi yak emu fox elk", 8), DOCS[3]]
     for ratio in (0.2, 0.3):
