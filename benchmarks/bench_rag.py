@@ -37,6 +37,7 @@ from bench_quality import Store  # noqa: E402
 from quality_methods import JOIN, truncate  # noqa: E402
 from quality_methods import fingerprint as quality_fingerprint  # noqa: E402
 from quality_targets import LlamaTarget  # noqa: E402
+from rag_report import phase  # noqa: E402
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "nq_conflicts_1500.jsonl"
 METHODS = ("ours-qa", "ours-agnostic", "longllmlingua", "embed", "truncate", "full")
@@ -45,7 +46,6 @@ POSITIONS = ("start", "middle", "end")
 INSTRUCTION = "Answer the question using only the documents; reply with a short answer."
 FORMAT = "rag-chat-v1"  # bump when the prompt layout or the answer rule changes: the work folder changes with it
 DRY_MAX_CHARS = 400  # --dry: only passages this short, so the embedded model answers in seconds
-FIRST_RATIOS = (0.25, 0.1)  # with the most passages: run for every item before the other conditions
 LONG_REORDER = {"none": "original", "sort": "sort", "two_ends": "two_stage"}  # ours' reorder in LLMLingua's words
 Count = Callable[[str], int]
 
@@ -411,9 +411,7 @@ def run_condition(ctx: dict, item: dict, k: int, docs: list[str], gold: int, met
     store.add(rec)
 
 
-def _phase(args: argparse.Namespace, k: int, method: str, ratio: float) -> int:
-    """0 for the conditions the results are judged on (the most passages at FIRST_RATIOS, and full), else 1."""
-    return 0 if k == max(args.passages) and (method == "full" or ratio in FIRST_RATIOS) else 1
+_phase = phase  # rag_report's: the run's order and the report's pairing follow one rule
 
 
 def evaluate(args: argparse.Namespace, items: list[dict], rows: list[dict], conds, store: Store, work: Path) -> None:

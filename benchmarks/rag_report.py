@@ -67,16 +67,31 @@ def _diff(a: dict[str, dict], b: dict[str, dict]) -> dict[str, Any]:
     return {"accuracy": acc, "survival": surv}
 
 
+FIRST_RATIOS = (0.25, 0.1)  # with the most passages: run for every item before the other conditions
+
+
+def phase(args, k: int, method: str, ratio: float) -> int:
+    """0 for the conditions the results are judged on (the most passages at FIRST_RATIOS, and full), else 1. The run
+    finishes phase 0 for every item before phase 1, so each phase's rows pair on the items it has finished."""
+    return 0 if k == max(args.passages) and (method == "full" or ratio in FIRST_RATIOS) else 1
+
+
 def tables(args, items, conds, store) -> tuple[list[dict], list[dict], dict[int, int]]:
+    """Rows per condition, on the items every open condition of its phase finished (``paired``: per passage count,
+    the judged phase's count where it has one); differences on each pair's own common items."""
     rows, diffs, paired = [], [], {}
     for k in args.passages:
         done = {c: _ok(store, items, k, c) for c in conds}
         # Settled methods stopped at fewer items: pairing every row on theirs would freeze the whole table with them.
-        live = [set(v) for c, v in done.items() if c[0] not in args.settled] or [set(v) for v in done.values()]
-        common = set.intersection(*live) if live else set()
-        paired[k] = len(common)
+        live = {c: set(v) for c, v in done.items() if c[0] not in args.settled} or {c: set(v) for c, v in done.items()}
+        common = {}
+        for ph in (0, 1):
+            sets = [v for c, v in live.items() if phase(args, k, *c) == ph]
+            if sets:
+                common[ph] = set.intersection(*sets)
+        paired[k] = len(common[min(common)]) if common else 0
         for c in conds:
-            own = common if c[0] not in args.settled else set(done[c])
+            own = common.get(phase(args, k, *c), set()) if c[0] not in args.settled else set(done[c])
             recs = [done[c][q["id"]] for q in items if q["id"] in own]
             failed = sum(1 for q in items if (r := store.get(q["id"], k, *c)) and r.get("status") != "ok")
             rows.append(_row(k, c, recs, failed))
@@ -133,7 +148,9 @@ def markdown(rows: list[dict], diffs: list[dict], meta: dict) -> str:
     pos = meta["positions"]
     held = f", none of seed {meta['disjoint_from']}'s" if meta["disjoint_from"] is not None else ""
     lines = [f"Target: {meta['target']}; counterfactual NQ, {meta['items']} items (seed {meta['seed']}{held}), gold "
-             f"passage at {'/'.join(pos)} (round-robin); paired items per passage count: {meta['paired']}. Accuracy: "
+             f"passage at {'/'.join(pos)} (round-robin); paired items per passage count: {meta['paired']} (with the most "
+             "passages, the judged conditions - ratios 0.25 and 0.1, and full - pair apart from the others, which run "
+             "after them item by item; every difference is on its own pair's common items). Accuracy: "
              "the substituted answer in the one-line reply; parametric: the real-world answer instead; survival: the "
              "answer still in the compressed documents; achieved: kept / original document tokens (target's); seconds: "
              "medians over items."

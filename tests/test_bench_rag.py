@@ -189,3 +189,26 @@ def test_settled_methods_stop_and_keep_their_own_items_in_the_report(tmp_path, m
 
     monkeypatch.setattr(bench_rag, "load_rag_target", no_target)
     bench_rag.evaluate(args, items, [], bench_rag.conditions(args), store, tmp_path)  # nothing left to do
+
+
+def test_conditions_run_after_the_judged_ones_pair_apart_and_leave_their_n_alone(tmp_path):
+    import rag_report
+    from bench_quality import Store
+
+    args = bench_rag.parse_args(["--passages", "10,20", "--ratios", "0.5,0.25", "--methods", "ours-qa,full"])
+    store = Store(tmp_path / "records.jsonl", ("item", "k", "method", "ratio"))
+    items = [{"id": f"q{i}"} for i in range(6)]
+    for i, item in enumerate(items):
+        for k in (10, 20):
+            for method, ratio in bench_rag.conditions(args):
+                if bench_rag._phase(args, k, method, ratio) == 1 and i >= 2:  # the later phase: two items so far
+                    continue
+                store.add({"item": item["id"], "k": k, "method": method, "ratio": ratio, "status": "ok",
+                           "fp": bench_rag.fingerprint(method, args), "correct": True, "parametric": False,
+                           "survived": True, "achieved": ratio, "position": "start",
+                           **dict.fromkeys(rag_report.SECONDS, 1.0)})
+    rows, diffs, paired = rag_report.tables(args, items, bench_rag.conditions(args), store)
+    assert paired == {10: 2, 20: 6}
+    n = {(r["passages"], r["method"], r["ratio"]): r["n"] for r in rows}
+    assert n[(20, "ours-qa", 0.25)] == n[(20, "full", 1.0)] == 6  # the judged conditions keep every item
+    assert n[(20, "ours-qa", 0.5)] == n[(10, "ours-qa", 0.25)] == n[(10, "full", 1.0)] == 2
