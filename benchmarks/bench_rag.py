@@ -37,7 +37,7 @@ from bench_quality import Store  # noqa: E402
 from quality_methods import JOIN, truncate  # noqa: E402
 from quality_methods import fingerprint as quality_fingerprint  # noqa: E402
 from quality_targets import LlamaTarget  # noqa: E402
-from rag_report import phase  # noqa: E402
+from rag_report import phase  # noqa: E402  (the run's order and the report's pairing: one rule)
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "nq_conflicts_1500.jsonl"
 METHODS = ("ours-qa", "ours-agnostic", "longllmlingua", "embed", "truncate", "full")
@@ -411,9 +411,6 @@ def run_condition(ctx: dict, item: dict, k: int, docs: list[str], gold: int, met
     store.add(rec)
 
 
-_phase = phase  # rag_report's: the run's order and the report's pairing follow one rule
-
-
 def evaluate(args: argparse.Namespace, items: list[dict], rows: list[dict], conds, store: Store, work: Path) -> None:
     """Every (item, passages, condition) without a record of the method's current fingerprint: the judged
     conditions for every item first, then the rest, each item by item, so a run stopped early is paired on the items
@@ -421,7 +418,7 @@ def evaluate(args: argparse.Namespace, items: list[dict], rows: list[dict], cond
     from tqdm import tqdm
 
     fps = {m: fingerprint(m, args) for m in args.methods}
-    todo = sorted(((_phase(args, k, m, r), i, k, m, r) for i, item in enumerate(items) for k in args.passages
+    todo = sorted(((phase(args, k, m, r), i, k, m, r) for i, item in enumerate(items) for k in args.passages
                    for m, r in conds
                    if m not in args.settled and (store.get(item["id"], k, m, r) or {}).get("fp") != fps[m]),
                   key=lambda t: t[:2])  # stable: within an item, the order of --passages and the conditions

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -78,8 +79,6 @@ def rms_normalise(h: np.ndarray) -> np.ndarray:
 
 def collect(compressor, texts: list[str], layers: list[int], budget: int) -> tuple[dict, np.ndarray]:
     """Each cut layer's states and the final normed state, over ``budget`` tokens (chunks of CHUNK, BOS first)."""
-    import torch
-
     scorer = compressor.scorer
     body = scorer._body
     rec = Recorder(body.layers, layers)
@@ -105,24 +104,18 @@ def fit_lens(h: np.ndarray, target: np.ndarray, ridge: float) -> tuple[np.ndarra
     return sol[:-1].astype(np.float32), sol[-1].astype(np.float32)
 
 
-class LensNorm:
+class LensNorm(torch.nn.Module):
     """Stands in for the body's final norm after the cut: the fitted map already lands in normed space."""
 
-    def __new__(cls, weight: np.ndarray, bias: np.ndarray, dtype):
-        import torch
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, dtype) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.as_tensor(weight))
+        self.register_buffer("b", torch.as_tensor(bias))
+        self.dtype = dtype
 
-        class _Lens(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.w = torch.nn.Parameter(torch.as_tensor(weight), requires_grad=False)
-                self.b = torch.nn.Parameter(torch.as_tensor(bias), requires_grad=False)
-
-            def forward(self, h):
-                x = h.float()
-                x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
-                return (x @ self.w + self.b).to(dtype)
-
-        return _Lens()
+    def forward(self, h):
+        x = h.float()
+        return ((x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)) @ self.w + self.b).to(self.dtype)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,21 +152,21 @@ class Compressor:
         """
         prompts = check_prompts(prompts)
         size = self._batch_size(batch_size, len(prompts))
-        if size <= 1:
-            return [self.compress(p, ratio, **kwargs) for p in prompts]
-        from .batching import RoundBatcher
+        from .batching import map_batched
 
-        return RoundBatcher(self.scorer, size).map(lambda p: self.compress(p, ratio, **kwargs), prompts)
+        return map_batched(self.scorer, lambda p: self.compress(p, ratio, **kwargs), prompts, size)
 
     def _batch_size(self, batch_size: int | None, n: int) -> int:
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise ConfigError(f"batch_size={batch_size!r} is not accepted: give an int >= 1, or None for automatic")
-        if n < 2 or batch_size == 1 or not isinstance(self.scorer, CausalLMScorer):
-            return 1  # a scorer of the caller's own has no batched forward
+        if n < 2 or batch_size == 1:
+            return 1  # nothing to batch: the scorer is not even loaded for it
         from .batching import auto_batch_size
 
-        return auto_batch_size(self.scorer) if batch_size is None else batch_size
+        if batch_size is None:
+            return auto_batch_size(self.scorer)
+        return batch_size if isinstance(self.scorer, CausalLMScorer) else 1  # a scorer of the caller's own: no batching
 
     def compress_messages(self, messages: Sequence[dict[str, Any]], ratio: float | None = None,
                           **kwargs: Any) -> "MessagesResult":

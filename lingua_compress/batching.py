@@ -37,6 +37,14 @@ def auto_batch_size(scorer: Any) -> int:
     return 1
 
 
+def map_batched(scorer: "CausalLMScorer", fn: Callable[[Any], Any], items: Sequence[Any], size: int) -> list[Any]:
+    """``[fn(item) for item in items]``: one after another where ``size`` or the items number one, else with up to
+    ``size`` items' forwards batched (:class:`RoundBatcher`)."""
+    if size <= 1 or len(items) < 2:
+        return [fn(item) for item in items]
+    return RoundBatcher(scorer, size).map(fn, items)
+
+
 def active(scorer: Any) -> "RoundBatcher | None":
     """The batcher this thread's forwards on ``scorer`` go through, if any."""
     batcher = getattr(_LOCAL, "batcher", None)
@@ -195,18 +203,19 @@ def _masks(scorer: "CausalLMScorer", reqs: Sequence[_Request], past_slots: list[
     config = scorer.loaded.model.config
     kinds = list(getattr(config, "layer_types", None) or [])
     first = {kind: kinds.index(kind) for kind in dict.fromkeys(kinds)} if kinds else {"full_attention": 0}
+    eager = getattr(config, "_attn_implementation", "eager") == "eager"  # eager adds float masks, sdpa takes bools
+    own_masks = [r.cache.allowed(r.past, r.query) for r in reqs]  # every kind's at once, per row
     masks = {}
     for kind, layer in first.items():
         slots = past_slots[layer] if past_slots else 0
         allowed = np.zeros((len(reqs), 1, width, slots + width), dtype=bool)
         for row, r in enumerate(reqs):
-            own = r.cache.allowed(r.past, r.query)[kind]
+            own = own_masks[row][kind]
             q = len(r.ids)
             kept = own.shape[1] - q  # the slots this row's layer holds
             allowed[row, 0, :q, slots - kept : slots] = own[:, :kept]
             allowed[row, 0, :q, slots : slots + q] = own[:, kept:]
             allowed[row, 0, np.arange(q, width), slots + np.arange(q, width)] = True  # padding sees itself
         mask = torch.from_numpy(allowed).to(scorer._head.device)
-        eager = getattr(config, "_attn_implementation", "eager") == "eager"
         masks[kind] = additive_mask(mask, scorer._dtype) if eager else mask
     return masks if kinds else masks["full_attention"]

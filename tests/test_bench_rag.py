@@ -76,8 +76,8 @@ def test_truncate_and_full_conditions_are_named_once():
 
 def test_judged_conditions_run_first():
     args = bench_rag.parse_args(["--passages", "10,20", "--ratios", "0.5,0.25,0.1"])
-    assert [bench_rag._phase(args, 20, m, r) for m, r in (("ours-qa", 0.25), ("embed", 0.1), ("full", 1.0))] == [0] * 3
-    assert [bench_rag._phase(args, k, m, r) for k, m, r in ((20, "ours-qa", 0.5), (10, "full", 1.0))] == [1, 1]
+    assert [bench_rag.phase(args, 20, m, r) for m, r in (("ours-qa", 0.25), ("embed", 0.1), ("full", 1.0))] == [0] * 3
+    assert [bench_rag.phase(args, k, m, r) for k, m, r in ((20, "ours-qa", 0.5), (10, "full", 1.0))] == [1, 1]
 
 
 @pytest.mark.model
@@ -201,7 +201,7 @@ def test_conditions_run_after_the_judged_ones_pair_apart_and_leave_their_n_alone
     for i, item in enumerate(items):
         for k in (10, 20):
             for method, ratio in bench_rag.conditions(args):
-                if bench_rag._phase(args, k, method, ratio) == 1 and i >= 2:  # the later phase: two items so far
+                if bench_rag.phase(args, k, method, ratio) == 1 and i >= 2:  # the later phase: two items so far
                     continue
                 store.add({"item": item["id"], "k": k, "method": method, "ratio": ratio, "status": "ok",
                            "fp": bench_rag.fingerprint(method, args), "correct": True, "parametric": False,

@@ -73,12 +73,12 @@ class RecordCompressor:
 
     def many(self, tasks: list[Task]) -> list[Outcome]:
         """Outcomes of ``tasks`` in order; on a GPU their forwards are batched (:mod:`lingua_compress.batching`)."""
-        from ..batching import RoundBatcher, auto_batch_size
+        from ..batching import auto_batch_size, map_batched
 
-        size = auto_batch_size(self.compressor.scorer) if len(tasks) > 1 else 1
-        if size <= 1:
-            return [self(task) for task in tasks]
-        return RoundBatcher(self.compressor.scorer, size).map(self, tasks)
+        if len(tasks) < 2:
+            return [self(task) for task in tasks]  # the scorer loads on the first record, not here
+        scorer = self.compressor.scorer
+        return map_batched(scorer, self, tasks, auto_batch_size(scorer))
 
     def __call__(self, task: Task) -> Outcome:
         spec = self.spec
