@@ -29,8 +29,8 @@ OURS_VARIANTS = {
 COMPRESSING = (*OURS_VARIANTS, "ours-prev", "llmlingua", "random", "truncate")
 BASELINES = ("full", "zero-shot")
 # Any other setting of ours, for ablations: "ours[context_budget_factor=1.5;conditioning=recompute]".
-# "adapter=DIR", "attention=sdpa" and "packed_linear=false" are not CompressionConfig fields: they set up the scorer
-# ("ours[adapter=a/]", "ours[attention=sdpa]").
+# "adapter=DIR", "attention=sdpa", "packed_linear=false" and "student=FILE" are not CompressionConfig fields: they set
+# up the scorer ("ours[adapter=a/]", "ours[attention=sdpa]", "ours[student=w.pt]": a check_distill.py student).
 _VARIANT = re.compile(r"ours\[([a-z_]+=[^;\]]+(?:;[a-z_]+=[^;\]]+)*)\]")
 # Prefixes another version of the library made ("ours-prev": the previous default), frozen by --freeze.
 FROZEN = Path(__file__).resolve().parent / "results" / "quality_frozen.json"
@@ -97,6 +97,10 @@ class Ours:
         settings = dict(ours_settings(variant) or {})
         adapter = settings.pop("adapter", None)
         scorer = {k: settings.pop(k) for k in ("attention", "packed_linear") if k in settings}  # not config fields
+        if "student" in settings:  # a shallow scorer check_distill.py trained: ours[student=path/to/weights.pt]
+            from check_distill import load_student
+
+            scorer = {"scorer": load_student(Path(settings.pop("student")))}
         self.compressor = Compressor(model, config=CompressionConfig(**settings), adapter=adapter, **scorer)
         self.compressor.scorer  # load now: compression seconds exclude the model load, as for LLMLingua
 
@@ -239,6 +243,10 @@ def fingerprint(name: str) -> str:
         if adapter:  # its files too, not just its path: an adapter retuned in the same folder is measured anew
             code += "".join(hashlib.sha1(f.read_bytes()).hexdigest() for f in sorted(Path(adapter).glob("*"))
                             if f.is_file())
+        student = (ours_settings(name) or {}).get("student")
+        if student:  # the weights and the code that reads them: a student retrained under the same name is new
+            code += hashlib.sha1(Path(student).read_bytes()).hexdigest()
+            code += (Path(__file__).resolve().parent / "check_distill.py").read_text()
     elif name == "ours-prev":
         code = json.dumps(Frozen(name).table, sort_keys=True)
     elif name == "llmlingua":

@@ -1,0 +1,163 @@
+"""benchmarks/check_distill.py on the tiny model: the student's formula, the cut, the fit, and the student as a
+library scorer."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import check_distill as D  # noqa: E402
+from tiny import CORPUS, tiny_model, tiny_tokenizer  # noqa: E402
+
+torch = pytest.importorskip("torch")
+
+
+class ExactLse(torch.nn.Module):
+    """The log-partition the student's MLP learns to predict, computed exactly over the whole head."""
+
+    def __init__(self, lm) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, h):
+        logits = h @ self.lm.get_output_embeddings().weight.T
+        cap = self.lm.config.final_logit_softcapping
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return torch.logsumexp(logits, -1, keepdim=True)
+
+
+def _rows(scorer, width: int = 24) -> np.ndarray:
+    return D.chunks(scorer, CORPUS * 3, budget=10_000, width=width)
+
+
+def test_with_an_exact_log_partition_the_student_formula_is_the_models_own_nll(scorer):
+    lm = tiny_model()
+    student = D.Student(lm, 3)
+    student.lse = ExactLse(student.lm)
+    ids = torch.as_tensor(_rows(scorer)[:2])
+    with torch.no_grad():
+        ref = torch.nn.functional.cross_entropy(lm(input_ids=ids).logits[:, :-1].transpose(1, 2), ids[:, 1:],
+                                                reduction="none")
+        assert torch.allclose(student(ids), ref, atol=1e-4)
+
+
+def test_the_cut_keeps_the_first_layers_and_leaves_the_model_given_whole():
+    lm = tiny_model()
+    student = D.Student(lm, 2)
+    assert len(student.lm.get_decoder().layers) == 2 and student.lm.config.num_hidden_layers == 2
+    assert student.lm.config.layer_types == ["sliding_attention", "sliding_attention"]
+    assert len(lm.get_decoder().layers) == 3 and lm.config.num_hidden_layers == 3
+    assert not student.lm.get_input_embeddings().weight.requires_grad
+    with pytest.raises(ValueError, match="--layers 4"):
+        D.cut(tiny_model(), 4)
+
+
+def test_rows_start_with_bos_and_follow_the_text_stream(scorer):
+    rows = _rows(scorer, width=16)
+    assert rows.shape[1] == 16 and (rows[:, 0] == scorer._bos).all()
+    first = scorer.tokenize(CORPUS[0])[0][:15]
+    assert rows[0, 1:].tolist() == first.tolist()
+
+
+def test_training_brings_a_shallow_student_toward_the_whole_models_nll(scorer):
+    torch.manual_seed(0)
+    rows = _rows(scorer)
+    targets = D.teacher_targets(scorer, rows)
+    student = D.Student(scorer.loaded.model, 1)
+    before = D.validate(student, rows, targets)
+    log = D.train(student, rows, targets, minutes=1.0, steps=120, batch=4, lr=3e-3, head_lr=1e-2)
+    after = D.validate(student, rows, targets)
+    assert log["steps"] == 120 and log["last_loss"] < log["first_loss"]
+    assert after["mse"] < 0.5 * before["mse"]
+
+
+def test_teacher_targets_resume_from_their_file(scorer, tmp_path):
+    rows = _rows(scorer)
+    path = tmp_path / "t.npy"
+    full = D.teacher_targets(scorer, rows, path)
+    np.save(path, full[:2] + 1.0)  # a partial file: kept as it is, the rest computed
+    again = D.teacher_targets(scorer, rows, path)
+    assert np.allclose(again[:2], full[:2] + 1.0) and np.allclose(again[2:], full[2:], atol=1e-5)
+    assert np.allclose(full[0], scorer.token_nll(rows[0, 1:]), atol=1e-5)
+
+
+def test_the_student_runs_the_library_pipeline_as_a_scorer(scorer):
+    from lingua_compress import Compressor
+
+    student = D.Student(scorer.loaded.model, 2)
+    fast = Compressor(scorer=D.student_scorer(student, tiny_tokenizer(), "float32", pack=False))
+    text = " ".join(CORPUS)
+    res = fast.compress(text, 0.5)
+    assert 0 < res.compressed_tokens < res.original_tokens
+    kept = iter(text)
+    assert all(c in kept for c in res.text.replace(" ", ""))  # an in-order subsequence of the input
+    ids = fast.scorer.tokenize(text)[0]
+    with torch.no_grad():
+        ref = student(torch.as_tensor(np.concatenate([[scorer._bos], ids]))[None])[0].numpy()
+    assert np.allclose(fast.scorer.token_nll(ids), ref, atol=1e-4)
+
+
+def test_unigram_pearson_is_one_where_the_nll_depends_on_the_id_alone():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50, size=(20, 10))
+    value = rng.normal(size=50)
+    out = D.unigram_pearson(ids, value[ids], {"e": (ids[0], value[ids[0]])})
+    assert out["e"] == pytest.approx(1.0)
+
+
+def test_a_lora_student_trains_only_its_updates_norms_and_head_and_merges_back_to_plain_layers(scorer):
+    pytest.importorskip("peft")
+    rows = _rows(scorer)
+    targets = D.teacher_targets(scorer, rows)
+    student = D.Student(scorer.loaded.model, 2)
+    whole = student.shipped()
+    student.use_lora(4)
+    names = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert names and all("lora_" in n or "norm" in n or n.startswith("lse.") for n in names)
+    assert student.shipped() < whole
+    D.train(student, rows, targets, minutes=1.0, steps=5, batch=2)
+    with torch.no_grad():
+        before = student(torch.as_tensor(rows[:2]))
+    student.merge()
+    assert type(student.lm).__name__ == "Gemma3ForCausalLM"
+    assert not any("lora_" in n for n, _ in student.named_parameters())
+    with torch.no_grad():
+        assert torch.allclose(student(torch.as_tensor(rows[:2])), before, atol=1e-4)
+
+
+def test_a_saved_student_loads_back_as_the_same_scorer(scorer, tmp_path):
+    from tiny import save_tiny_model
+
+    from lingua_compress.models import load_model
+
+    base = save_tiny_model(tmp_path / "base")
+    student = D.Student(load_model(str(base), dtype="float32").model, 2)
+    with torch.no_grad():
+        student.lse[-1].bias += 3.0  # anything a fresh head would not have
+    weights = tmp_path / "student.pt"
+    torch.save({k: v for k, v in student.state_dict().items() if "embed_tokens" not in k}, weights)
+    loaded = D.load_student(weights, pack=False, model=str(base))
+    ids = loaded.tokenize(CORPUS[0])[0]
+    with torch.no_grad():
+        ref = student(torch.as_tensor(np.concatenate([[loaded._bos], ids]))[None])[0].numpy()
+    assert len(loaded.loaded.model.get_decoder().layers) == 2
+    assert np.allclose(loaded.token_nll(ids), ref, atol=1e-4)
+
+
+def test_a_student_variant_of_ours_is_measured_anew_when_its_weights_change(tmp_path):
+    import quality_methods as Q
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"one")
+    name = f"ours[student={weights}]"
+    assert Q.known(name) and Q.ours_settings(name) == {"student": str(weights)}
+    first = Q.fingerprint(name)
+    weights.write_bytes(b"two")
+    assert Q.fingerprint(name) != first
