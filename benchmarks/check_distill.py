@@ -38,7 +38,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_compress import DEFAULT_DATA, build_prompt  # noqa: E402
-from check_early_exit import compare, measure  # noqa: E402
+from check_early_exit import compare, cut_stack, measure  # noqa: E402
 from check_tuned_lens import fit_texts  # noqa: E402
 from quality_report import emit, machine  # noqa: E402
 
@@ -100,14 +100,7 @@ class Student(torch.nn.Module):
 
 def cut(lm, layers: int):
     """``lm`` with its decoder stack cut to the first ``layers`` in place (final norm and head stay)."""
-    body = lm.get_decoder()
-    if not 1 <= layers <= len(body.layers):
-        raise ValueError(f"--layers {layers}: the model has {len(body.layers)}")
-    body.layers = torch.nn.ModuleList(list(body.layers)[:layers])
-    cfg = lm.config
-    cfg.num_hidden_layers = layers
-    if getattr(cfg, "layer_types", None):
-        cfg.layer_types = list(cfg.layer_types)[:layers]
+    cut_stack(lm.get_decoder(), layers)
     return lm
 
 

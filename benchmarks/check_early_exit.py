@@ -31,10 +31,14 @@ RATIOS = (0.5, 0.2, 0.1)
 
 def keep_first_layers(compressor, layers: int) -> None:
     """Cut the scorer's decoder stack to its first ``layers`` in place (the final norm and head stay)."""
+    cut_stack(compressor.scorer._body, layers)
+
+
+def cut_stack(body, layers: int) -> None:
+    """Cut a decoder body (and its config, shared with the LM's) to its first ``layers`` in place."""
     import torch
 
-    body = compressor.scorer._body
-    if layers > len(body.layers):
+    if not 1 <= layers <= len(body.layers):
         raise ValueError(f"--layers {layers}: the model has {len(body.layers)}")
     body.layers = torch.nn.ModuleList(list(body.layers)[:layers])
     cfg = body.config
