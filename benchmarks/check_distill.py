@@ -209,6 +209,12 @@ def student_scorer(student: Student, tokenizer, dtype: str, pack: bool = True):
 def load_student(weights: Path, dtype: str = "float32", pack: bool = True, model: str | None = None):
     """A trained student (a file this script wrote) as a library scorer, its depth read from the weights;
     ``model``: the base it was cut from (default: the embedded scorer)."""
+    student, tokenizer = read_student(weights, model)
+    return student_scorer(student, tokenizer, dtype, pack)
+
+
+def read_student(weights: Path, model: str | None = None) -> tuple[Student, object]:
+    """A trained student (merged weights: a plain cut model) and its tokenizer, its depth read from the weights."""
     import re
 
     from lingua_compress.models import load_model
@@ -218,7 +224,7 @@ def load_student(weights: Path, dtype: str = "float32", pack: bool = True, model
     base = load_model(model, dtype="float32", bf16_embedding=False)
     student = Student(base.model, layers)
     student.load_state_dict(state, strict=False)
-    return student_scorer(student.eval(), base.tokenizer, dtype, pack)
+    return student.eval(), base.tokenizer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -243,14 +249,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def fit_student(args, rows: np.ndarray, targets: np.ndarray, report: dict) -> Student:
     from lingua_compress.models import load_model
 
-    student = Student(load_model(None, dtype="float32", bf16_embedding=False).model, args.layers)
     weights = args.work / f"{run_name(args)}.pt"
     train_rows, val_rows = rows[: -args.val_rows], rows[-args.val_rows :]
     train_t, val_t = targets[: -args.val_rows], targets[-args.val_rows :]
-    if args.eval_only:  # merged weights: the student loads as a plain cut model
-        student.load_state_dict(torch.load(weights, weights_only=True), strict=False)
+    if args.eval_only:
+        student = read_student(weights)[0]
         report["train"] = json.loads(weights.with_suffix(".json").read_text())
     else:
+        student = Student(load_model(None, dtype="float32", bf16_embedding=False).model, args.layers)
         if args.lora:
             student.use_lora(args.lora)
         shipped = student.shipped()
