@@ -38,7 +38,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_compress import DEFAULT_DATA, build_prompt  # noqa: E402
-from check_early_exit import compare, cut_stack, measure  # noqa: E402
+from check_early_exit import compare, cut_config, cut_stack, measure  # noqa: E402
 from check_tuned_lens import fit_texts  # noqa: E402
 from quality_report import emit, machine  # noqa: E402
 
@@ -49,9 +49,9 @@ ENV_ISA = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")  # what an AVX2 emulatio
 class Student(torch.nn.Module):
     """A causal LM cut to its first layers, plus the log-partition MLP that stands in for its output softmax."""
 
-    def __init__(self, lm, layers: int, hidden: int = 256) -> None:
+    def __init__(self, lm, layers: int, hidden: int = 256, copy_lm: bool = True) -> None:
         super().__init__()
-        self.lm = cut(copy.deepcopy(lm), layers)
+        self.lm = cut(copy.deepcopy(lm) if copy_lm else lm, layers)
         width = self.lm.config.hidden_size
         self.lse = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
         self.lm.get_input_embeddings().weight.requires_grad_(False)  # the tied head: shared, exact, frozen
@@ -191,8 +191,12 @@ def student_scorer(student: Student, tokenizer, dtype: str, pack: bool = True):
     from lingua_compress.models import LoadedModel
     from lingua_compress.scoring import CausalLMScorer
 
-    lm = student.lm.to(getattr(torch, dtype)).eval()
+    want, table = getattr(torch, dtype), student.lm.get_input_embeddings().weight
+    if any(p.dtype != want for p in student.lm.parameters() if p is not table):
+        student.lm.to(want)  # a table kept in bf16 on the fp32 path (lowmem) stays so
+    lm = student.lm.eval()
     scorer = CausalLMScorer(loaded=LoadedModel(lm, tokenizer, "student", "cpu", False, requested_dtype=dtype))
+    scorer._base_blocks, scorer._base_heads = [], []  # the restricted head: the student's formula replaces it
     if pack:  # as the whole model's scorer is, so the timings compare kernels alike
         scorer._pack(True)
 
@@ -214,7 +218,8 @@ def load_student(weights: Path, dtype: str = "float32", pack: bool = True, model
 
 
 def read_student(weights: Path, model: str | None = None) -> tuple[Student, object]:
-    """A trained student (merged weights: a plain cut model) and its tokenizer, its depth read from the weights."""
+    """A trained student and its tokenizer, its depth read from the weights: merged weights (a plain cut model) or
+    an adapter (--lora: the updates, norms and log-partition head), merged over the base model's layers."""
     import re
 
     from lingua_compress.models import load_model
@@ -223,7 +228,13 @@ def read_student(weights: Path, model: str | None = None) -> tuple[Student, obje
     layers = 1 + max(int(m.group(1)) for k in state if (m := re.search(r"\.layers\.(\d+)\.", k)))
     base = load_model(model, dtype="float32", bf16_embedding=False)
     student = Student(base.model, layers)
-    student.load_state_dict(state, strict=False)
+    lora = [v for k, v in state.items() if ".lora_A." in k]
+    if lora:  # an adapter file (--lora): its updates over the base model's own layers, merged here
+        student.use_lora(int(lora[0].shape[0]))
+    missing = student.load_state_dict(state, strict=False).missing_keys
+    if lora and any(".lora_" in k or k.startswith("lse.") for k in missing):
+        raise ValueError(f"{weights}: an incomplete adapter (missing {missing[:3]})")
+    student.merge()
     return student.eval(), base.tokenizer
 
 
@@ -241,6 +252,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lora", type=int, default=0, help="train rank-R LoRA updates and the norms, not every weight")
     ap.add_argument("--dtype", default="float32", help="of the whole model and the student when measured")
     ap.add_argument("--eval-only", action="store_true", help="measure a student trained before (from --work)")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="time an untrained --layers student (its speed does not depend on its weights), its table in "
+                         "bf16 as the library's fp32 path keeps it, then the whole model, on bench_compress's prompt")
+    ap.add_argument("--repeats", type=int, default=3, help="--speed-only: compressions per ratio (best kept)")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "lingua_compress" / "check_distill")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     return ap.parse_args(argv)
@@ -263,6 +278,11 @@ def fit_student(args, rows: np.ndarray, targets: np.ndarray, report: dict) -> St
         report["train"] = train(student, train_rows, train_t, minutes=args.minutes, steps=args.steps,
                                 batch=args.batch, lr=args.lr, head_lr=args.head_lr)
         report["train"]["trained_params"] = shipped
+        if args.lora:  # what would ship: a few MB, small enough to keep in results/ for a later session
+            trained = {n for n, p in student.named_parameters() if p.requires_grad}
+            args.out.mkdir(parents=True, exist_ok=True)
+            torch.save({k: v for k, v in student.state_dict().items() if k in trained},
+                       args.out / f"{run_name(args)}_adapter.pt")
         student.merge()
         trained = {k: v for k, v in student.state_dict().items() if "embed_tokens" not in k and "lm_head" not in k}
         torch.save(trained, weights)
@@ -277,8 +297,72 @@ def run_name(args) -> str:
     return f"check_distill_L{args.layers}" + (f"_lora{args.lora}" if args.lora else "")
 
 
+def time_compressions(compressor, prompt, repeats: int) -> dict:
+    compressor.compress("A short warm-up text for the CPU kernels, not measured.", 0.5)
+    out = {}
+    for ratio in (0.5, 0.2, 0.1):
+        runs = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            res = compressor.compress(prompt, ratio)
+            runs.append(round(time.perf_counter() - t, 3))
+        out[str(ratio)] = {"best_s": min(runs), "runs_s": runs, "tokens": [res.original_tokens, res.compressed_tokens]}
+    return out
+
+
+def load_first_layers(layers: int, dtype: str):
+    """The embedded scorer's first ``layers`` decoder layers only (the rest never read from the checkpoint), as a
+    shipped student would load, with the library's loading: the table kept in bf16 on the fp32 path, and the
+    tokenizer's sources shed."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from lingua_compress import lowmem
+    from lingua_compress.models import default_model_path
+
+    path = str(default_model_path())
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    cut_config(config, layers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checkpoint's other layers are reported unused: they are meant to be
+        lm = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.bfloat16, local_files_only=True,
+                                                  attn_implementation="eager")
+    if dtype == "float32" and not lowmem._upcast_all_but_table(lm, torch.float32):
+        lm.float()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    lowmem.shed_tokenizer_sources(tokenizer)
+    return lm.eval(), tokenizer
+
+
+def speed_only(args) -> dict:
+    """Seconds and peak RSS of a ``--layers`` student compressing bench_compress's prompt (untrained: the
+    forwards cost the same whatever the weights), then of the whole model in the same process. Only the student's
+    layers are loaded, its embedding table kept in bf16 as the library's fp32 path keeps the whole model's, so the
+    peak is what a shipped student would need."""
+    from bench_compress import peak_rss_mb
+
+    from lingua_compress import Compressor
+
+    prompt = build_prompt(args.data)[0]
+    lm, tokenizer = load_first_layers(args.layers, args.dtype)
+    student = Student(lm, args.layers, copy_lm=False).eval()
+    fast = Compressor(scorer=student_scorer(student, tokenizer, args.dtype))
+    report = {"backend": str(fast.scorer.backend), "linear_kernel": fast.scorer._kernel_name(), **machine(),
+              "isa_env": {k: os.environ.get(k) for k in ENV_ISA},
+              "torch_threads": torch.get_num_threads(), "layers": args.layers, "weights": "untrained",
+              "student": time_compressions(fast, prompt, args.repeats)}
+    report["student_peak_rss_mb"] = round(peak_rss_mb(), 1)
+    del fast, student, lm
+    report["whole_model"] = time_compressions(Compressor(dtype=args.dtype), prompt, args.repeats)
+    report["speedup"] = {r: round(report["whole_model"][r]["best_s"] / report["student"][r]["best_s"], 2)
+                         for r in report["student"]}
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.speed_only:
+        emit(speed_only(args), args.out, f"check_distill_speed_L{args.layers}.json")
+        return 0
     args.work.mkdir(parents=True, exist_ok=True)
     from lingua_compress import Compressor
 

@@ -41,7 +41,11 @@ def cut_stack(body, layers: int) -> None:
     if not 1 <= layers <= len(body.layers):
         raise ValueError(f"--layers {layers}: the model has {len(body.layers)}")
     body.layers = torch.nn.ModuleList(list(body.layers)[:layers])
-    cfg = body.config
+    cut_config(body.config, layers)
+
+
+def cut_config(cfg, layers: int) -> None:
+    """A model config cut to its first ``layers`` decoder layers in place."""
     cfg.num_hidden_layers = layers
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = list(cfg.layer_types)[:layers]

@@ -226,6 +226,9 @@ def load_model(model: str | None, device: str = "auto", dtype: str = "auto",
     tok, lm = load_local_first(load, path, "model")
     if not getattr(tok, "is_fast", False):
         raise ModelLoadError(f"model {path!r} has no fast tokenizer; character offsets need one")
+    from .lowmem import shed_tokenizer_sources
+
+    shed_tokenizer_sources(tok)
     lm.to(dev).eval()
     name = DEFAULT_MODEL if is_default else path
     if adapter is None:

@@ -161,3 +161,51 @@ def test_a_student_variant_of_ours_is_measured_anew_when_its_weights_change(tmp_
     first = Q.fingerprint(name)
     weights.write_bytes(b"two")
     assert Q.fingerprint(name) != first
+
+
+def test_a_student_cut_in_place_keeps_its_bf16_table_and_is_timed(tmp_path):
+    """--speed-only: the student is cut from the loaded model without a copy and keeps the table in bf16, as the
+    library's fp32 path does, so its peak RSS is a shipped student's; each ratio is timed on the prompt."""
+    from lingua_compress import Compressor, Prompt
+    from lingua_compress.models import load_model
+
+    path = tmp_path / "m"
+    tiny_model().to(torch.bfloat16).save_pretrained(str(path))
+    tiny_tokenizer().save_pretrained(str(path))
+    base = load_model(str(path), device="cpu", dtype="float32", bf16_embedding=True)
+    student = D.Student(base.model, 2, copy_lm=False)
+    assert student.lm is base.model and len(base.model.get_decoder().layers) == 2
+    fast = Compressor(scorer=D.student_scorer(student, base.tokenizer, "float32"))
+    assert fast.scorer.backend.embedding_dtype == "bfloat16" and fast.scorer.backend.dtype == "float32"
+    prompt = Prompt(instruction="Answer.", demonstrations=CORPUS[:4], question=CORPUS[4])
+    timed = D.time_compressions(fast, prompt, repeats=2)
+    assert set(timed) == {"0.5", "0.2", "0.1"}
+    assert all(len(row["runs_s"]) == 2 and row["best_s"] == min(row["runs_s"]) for row in timed.values())
+    assert all(0 < row["tokens"][1] < row["tokens"][0] for row in timed.values())
+
+
+def test_a_lora_students_adapter_file_loads_back_merged_over_the_base(scorer, tmp_path):
+    """--lora keeps the adapter (updates, norms, log-partition head: what would ship) in results/; read back over
+    the base model's own layers it is the trained student; an adapter missing its updates is refused."""
+    pytest.importorskip("peft")
+    from tiny import save_tiny_model
+
+    from lingua_compress.models import load_model
+
+    base = save_tiny_model(tmp_path / "base")
+    rows = _rows(scorer)
+    student = D.Student(load_model(str(base), dtype="float32").model, 2)
+    student.use_lora(4)
+    D.train(student, rows, D.teacher_targets(scorer, rows), minutes=1.0, steps=5, batch=2, lr=1e-2)
+    trained = {n for n, p in student.named_parameters() if p.requires_grad}
+    adapter = {k: v for k, v in student.state_dict().items() if k in trained}
+    assert any(".lora_A." in k for k in adapter) and not any("embed_tokens" in k for k in adapter)
+    torch.save(adapter, tmp_path / "adapter.pt")
+    student.merge()
+    back, _ = D.read_student(tmp_path / "adapter.pt", model=str(base))
+    x = torch.as_tensor(rows[:2])
+    with torch.no_grad():
+        assert torch.allclose(back(x), student(x), atol=1e-4)
+    torch.save({k: v for k, v in adapter.items() if ".lora_B." not in k}, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="incomplete adapter"):
+        D.read_student(tmp_path / "partial.pt", model=str(base))

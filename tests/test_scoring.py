@@ -260,3 +260,39 @@ def test_failed_conversion_leaves_no_cache_and_clears_stale_temp_dirs(monkeypatc
         models.default_model_path()
     assert not (tmp_path / models._DEFAULT_DIRNAME).exists()
     assert not list(tmp_path.glob(".convert-*"))
+
+
+def test_head_scored_in_row_blocks_gives_the_one_block_scores(monkeypatch):
+    """On a CPU the restricted head's logits are made a block of rows at a time (peak memory) and the blocks'
+    logsumexps combined: the same NLL as one block, to rounding, with blocks that cover the head's rows exactly."""
+    import lingua_compress.scoring as sc
+
+    monkeypatch.setattr(sc, "RESTRICTED_SIZE", 64)
+    ids, _ = make().tokenize(TEXT)
+    monkeypatch.setattr(sc, "_HEAD_BLOCK_ROWS", 64)
+    one = make(vocab="restricted")
+    monkeypatch.setattr(sc, "_HEAD_BLOCK_ROWS", 7)  # 64 = 9 x 7 + 1: a short last block
+    blocked = make(vocab="restricted")
+    assert len(one._base_heads) == 1 and len(blocked._base_heads) == 10
+    assert sum(len(b) for b in blocked._base_blocks) == 64
+    np.testing.assert_allclose(blocked.token_nll(ids), one.token_nll(ids), rtol=1e-5, atol=1e-5)
+
+
+def test_tokenizer_sources_shed_after_load_leave_tokenization_unchanged():
+    """transformers' Gemma tokenizer keeps the Python vocabulary and merges it built its backend from (200 MB for
+    the default scorer's); dropping them changes no ids, offsets or decoding."""
+    from transformers.models.gemma.tokenization_gemma import GemmaTokenizer
+
+    from lingua_compress.lowmem import shed_tokenizer_sources
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4, "▁": 5, "a": 6, "b": 7, "▁a": 8, "ab": 9,
+             "▁ab": 10, "<0x41>": 11}
+    tok = GemmaTokenizer(vocab=dict(vocab), merges=[("▁", "a"), ("a", "b"), ("▁a", "b")])
+    text = "ab a b abab A"
+    before = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    shed_tokenizer_sources(tok)
+    assert tok._vocab == {} and tok._merges == []
+    after = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    assert after["input_ids"] == before["input_ids"] and after["offset_mapping"] == before["offset_mapping"]
+    assert tok.decode(after["input_ids"]) == text and tok.get_vocab()["▁ab"] == 10
+    shed_tokenizer_sources(tiny_tokenizer())  # a tokenizer without them: nothing to drop, nothing breaks
