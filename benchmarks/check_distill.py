@@ -227,7 +227,7 @@ def read_student(weights: Path, model: str | None = None) -> tuple[Student, obje
     state = torch.load(weights, weights_only=True)
     layers = 1 + max(int(m.group(1)) for k in state if (m := re.search(r"\.layers\.(\d+)\.", k)))
     base = load_model(model, dtype="float32", bf16_embedding=False)
-    student = Student(base.model, layers)
+    student = Student(base.model, layers, copy_lm=False)  # the base is loaded for it alone
     lora = [v for k, v in state.items() if ".lora_A." in k]
     if lora:  # an adapter file (--lora): its updates over the base model's own layers, merged here
         student.use_lora(int(lora[0].shape[0]))
@@ -271,7 +271,7 @@ def fit_student(args, rows: np.ndarray, targets: np.ndarray, report: dict) -> St
         student = read_student(weights)[0]
         report["train"] = json.loads(weights.with_suffix(".json").read_text())
     else:
-        student = Student(load_model(None, dtype="float32", bf16_embedding=False).model, args.layers)
+        student = Student(load_model(None, dtype="float32", bf16_embedding=False).model, args.layers, copy_lm=False)
         if args.lora:
             student.use_lora(args.lora)
         shipped = student.shipped()
