@@ -130,11 +130,30 @@ def teacher_targets(scorer, rows: np.ndarray, path: Path | None = None) -> np.nd
     return np.concatenate(out)
 
 
+def distill_loss(pred, target, rank_weight: float = 0.0, rank_temp: float = 1.0):
+    """Squared error, plus ``rank_weight`` times a pairwise ordering loss within each row.
+
+    The compressor keeps a window's most surprising tokens, so what it needs from a student is the order of the
+    scores around the cut, which squared error weighs no more than the bulk of predictable tokens. The ordering
+    term is RankNet's over every pair of tokens in a row, each pair weighted by how far apart the teacher puts them
+    (a near tie costs little to swap): softplus(-sign(t_i - t_j) (s_i - s_j) / rank_temp).
+    """
+    mse = torch.nn.functional.mse_loss(pred, target)
+    if rank_weight <= 0:
+        return mse
+    dt = target.unsqueeze(-1) - target.unsqueeze(-2)
+    ds = (pred.unsqueeze(-1) - pred.unsqueeze(-2)) / rank_temp
+    weight = dt.abs()
+    pairs = torch.nn.functional.softplus(-torch.sign(dt) * ds)
+    return mse + rank_weight * (weight * pairs).sum() / weight.sum().clamp_min(1e-9)
+
+
 def train(student: Student, rows: np.ndarray, targets: np.ndarray, *, minutes: float, steps: int,
-          batch: int = 8, lr: float = 1e-4, head_lr: float = 1e-3, seed: int = 0) -> dict:
-    """Squared-error fit of the student's NLL to the targets, for ``steps`` or ``minutes``, whichever ends first.
-    Both learning rates follow a cosine over whichever bound is nearer; the body's also warms up over the first
-    tenth, while the fresh head settles."""
+          batch: int = 8, lr: float = 1e-4, head_lr: float = 1e-3, seed: int = 0,
+          rank_weight: float = 0.0, rank_temp: float = 1.0) -> dict:
+    """Fit of the student's NLL to the targets (:func:`distill_loss`), for ``steps`` or ``minutes``, whichever
+    ends first. Both learning rates follow a cosine over whichever bound is nearer; the body's also warms up over
+    the first tenth, while the fresh head settles."""
     body, head = student.trainable()
     opt = torch.optim.AdamW([{"params": body, "lr": 0.0}, {"params": head, "lr": 0.0}], weight_decay=0.0)
     rng = np.random.default_rng(seed)
@@ -148,7 +167,8 @@ def train(student: Student, rows: np.ndarray, targets: np.ndarray, *, minutes: f
         opt.param_groups[0]["lr"] = lr * decay * min(1.0, frac / 0.1)
         opt.param_groups[1]["lr"] = head_lr * decay
         pick = rng.choice(len(rows), size=min(batch, len(rows)), replace=False)
-        loss = torch.nn.functional.mse_loss(student(torch.as_tensor(rows[pick])), torch.as_tensor(targets[pick]))
+        loss = distill_loss(student(torch.as_tensor(rows[pick])), torch.as_tensor(targets[pick]),
+                            rank_weight, rank_temp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(body + head, 1.0)
@@ -250,6 +270,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--head-lr", type=float, default=1e-3)
     ap.add_argument("--lora", type=int, default=0, help="train rank-R LoRA updates and the norms, not every weight")
+    ap.add_argument("--rank-weight", type=float, default=0.0,
+                    help="weight of the pairwise ordering term beside squared error (distill_loss)")
+    ap.add_argument("--rank-temp", type=float, default=1.0, help="nats: the ordering term's scale")
     ap.add_argument("--dtype", default="float32", help="of the whole model and the student when measured")
     ap.add_argument("--eval-only", action="store_true", help="measure a student trained before (from --work)")
     ap.add_argument("--speed-only", action="store_true",
@@ -276,8 +299,9 @@ def fit_student(args, rows: np.ndarray, targets: np.ndarray, report: dict) -> St
             student.use_lora(args.lora)
         shipped = student.shipped()
         report["train"] = train(student, train_rows, train_t, minutes=args.minutes, steps=args.steps,
-                                batch=args.batch, lr=args.lr, head_lr=args.head_lr)
-        report["train"]["trained_params"] = shipped
+                                batch=args.batch, lr=args.lr, head_lr=args.head_lr,
+                                rank_weight=args.rank_weight, rank_temp=args.rank_temp)
+        report["train"].update(trained_params=shipped, rank_weight=args.rank_weight, rank_temp=args.rank_temp)
         if args.lora:  # what would ship: a few MB, small enough to keep in results/ for a later session
             trained = {n for n, p in student.named_parameters() if p.requires_grad}
             args.out.mkdir(parents=True, exist_ok=True)
@@ -294,7 +318,8 @@ def fit_student(args, rows: np.ndarray, targets: np.ndarray, report: dict) -> St
 
 
 def run_name(args) -> str:
-    return f"check_distill_L{args.layers}" + (f"_lora{args.lora}" if args.lora else "")
+    return (f"check_distill_L{args.layers}" + (f"_lora{args.lora}" if args.lora else "")
+            + (f"_rank{args.rank_weight:g}" if args.rank_weight > 0 else ""))
 
 
 def time_compressions(compressor, prompt, repeats: int) -> dict:

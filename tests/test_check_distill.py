@@ -209,3 +209,18 @@ def test_a_lora_students_adapter_file_loads_back_merged_over_the_base(scorer, tm
     torch.save({k: v for k, v in adapter.items() if ".lora_B." not in k}, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match="incomplete adapter"):
         D.read_student(tmp_path / "partial.pt", model=str(base))
+
+
+def test_distill_loss_ordering_term_counts_only_misordered_pairs_and_is_off_by_default():
+    target = torch.tensor([[0.5, 3.0, 1.0, 6.0]])
+    same_order = target * 2 + 1  # every pair in the teacher's order, scale and level wrong
+    swapped = target.flip(-1)
+    mse = torch.nn.functional.mse_loss(swapped, target)
+    assert torch.equal(D.distill_loss(swapped, target), mse)  # rank_weight 0: squared error alone
+    ordered = D.distill_loss(same_order, target, rank_weight=1.0, rank_temp=0.01)
+    misordered = D.distill_loss(swapped, target, rank_weight=1.0, rank_temp=0.01)
+    assert float(ordered - torch.nn.functional.mse_loss(same_order, target)) < 1e-6  # nothing to reorder
+    assert float(misordered - mse) > 10  # sharply penalised: swapped pairs at a tiny temperature
+    pred = swapped.clone().requires_grad_(True)
+    D.distill_loss(pred, target, rank_weight=1.0).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
