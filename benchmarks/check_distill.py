@@ -13,7 +13,7 @@ from the last state, so a token's surprisal costs one dot product with its embed
     student NLL(x_i) = lse_mlp(h_{i-1}) - softcap(h_{i-1} . e(x_i))
 
 Loss: squared error against the whole model's NLL of the same tokens in the same 512-token chunks (text disjoint
-from the evaluation: check_tuned_lens.fit_texts). The embedding table (and so the tied head) stays frozen and shared.
+from the evaluation: check_tuned_lens.fit_texts), plus, with --rank-weight, a pairwise term for their order. The embedding table (and so the tied head) stays frozen and shared.
 Then, as check_early_exit does, against the whole model in the same dtype: token NLL Pearson and sentence Spearman,
 the kept characters' Jaccard at 0.5 / 0.2 / 0.1 and seconds per compression on bench_compress's 8-shot GSM8K prompt
 and README prose; plus, for scale, the Pearson of a context-free score (each token id's mean NLL in training).
