@@ -13,7 +13,8 @@ from the last state, so a token's surprisal costs one dot product with its embed
     student NLL(x_i) = lse_mlp(h_{i-1}) - softcap(h_{i-1} . e(x_i))
 
 Loss: squared error against the whole model's NLL of the same tokens in the same 512-token chunks (text disjoint
-from the evaluation: check_tuned_lens.fit_texts), plus, with --rank-weight, a pairwise term for their order. The embedding table (and so the tied head) stays frozen and shared.
+from the evaluation: check_tuned_lens.fit_texts), plus, with --rank-weight, a pairwise term for their order. The
+embedding table (and so the tied head) stays frozen and shared.
 Then, as check_early_exit does, against the whole model in the same dtype: token NLL Pearson and sentence Spearman,
 the kept characters' Jaccard at 0.5 / 0.2 / 0.1 and seconds per compression on bench_compress's 8-shot GSM8K prompt
 and README prose; plus, for scale, the Pearson of a context-free score (each token id's mean NLL in training).
@@ -281,7 +282,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3, help="--speed-only: compressions per ratio (best kept)")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "lingua_compress" / "check_distill")
     ap.add_argument("--out", type=Path, default=HERE / "results")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.rank_weight < 0 or args.rank_temp <= 0:  # a negative weight would reward misordering; 0 nats divides
+        ap.error(f"--rank-weight must be >= 0 and --rank-temp > 0, got {args.rank_weight} and {args.rank_temp}")
+    return args
 
 
 def fit_student(args, rows: np.ndarray, targets: np.ndarray, report: dict) -> Student:

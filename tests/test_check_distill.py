@@ -224,3 +224,10 @@ def test_distill_loss_ordering_term_counts_only_misordered_pairs_and_is_off_by_d
     pred = swapped.clone().requires_grad_(True)
     D.distill_loss(pred, target, rank_weight=1.0).backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("flags", [["--rank-weight", "-1"], ["--rank-temp", "0"]])
+def test_ordering_term_settings_out_of_range_are_refused_by_name(flags, capsys):
+    with pytest.raises(SystemExit):
+        D.parse_args(flags)
+    assert flags[0] in capsys.readouterr().err
